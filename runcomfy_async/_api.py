@@ -1,0 +1,375 @@
+"""The API protocol over a transport: routes, retries, the request budget, error mapping.
+
+Safe calls (status, result, cancel) are retried on transport failures, 429 and
+5xx, with backoff and ``Retry-After``. A submit is a paid, non-idempotent POST:
+it is retried only when it certainly did not land (the connection was refused
+before anything was sent, or the server answered 429 or 503); when the outcome
+is unknown it raises :class:`~runcomfy_async.SubmitOutcomeUnknown` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from ._errors import (
+    APIStatusError,
+    AuthenticationError,
+    InsufficientBalanceError,
+    InvalidRequestError,
+    MalformedResponseError,
+    NotFoundError,
+    RateLimitError,
+    RunComfyError,
+    ServerError,
+    SubmitOutcomeUnknown,
+    TransportError,
+)
+from ._limiter import Priority, RequestBudget
+from ._models import (
+    CancelOutcome,
+    Result,
+    Status,
+    SubmitResponse,
+    parse_cancel,
+    parse_result,
+    parse_status,
+    parse_submit,
+)
+from ._retry import RetryPolicy, parse_retry_after
+from ._transport import Request, Response, Transport
+
+__all__ = ["API", "check_request_id", "map_error"]
+
+logger = logging.getLogger("runcomfy_async")
+
+# Request ids are opaque, but they go into a URL path: allow the characters
+# ids are made of (UUIDs, slugs) and nothing that could change the path.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_MODEL_ID = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
+
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# A submit answered with one of these was certainly not accepted.
+_SUBMIT_REJECTED = frozenset({429, 503})
+
+
+def check_request_id(request_id: object) -> str:
+    """Return ``request_id`` if it is safe in a URL path; raise ValueError otherwise."""
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        raise ValueError(f"not a valid request id: {request_id!r}")
+    return request_id
+
+
+def _check_model_id(model_id: str) -> str:
+    if not _MODEL_ID.fullmatch(model_id) or any(p in (".", "..") for p in model_id.split("/")):
+        raise ValueError(f"not a valid model id: {model_id!r}")
+    return model_id
+
+
+def _excerpt(body: bytes, limit: int = 200) -> str:
+    text = body[: limit * 4].decode("utf-8", errors="replace")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _decode(body: bytes) -> Any:
+    """Parse a JSON body; raise ValueError when it is not JSON."""
+    if not body.strip():
+        raise ValueError("empty body")
+    return json.loads(body)
+
+
+def _error_fields(data: Any) -> tuple[int | None, str | None]:
+    if not isinstance(data, dict):
+        return None, None
+    code: int | None = None
+    raw_code = data.get("error_code")
+    if isinstance(raw_code, int) and not isinstance(raw_code, bool):
+        code = raw_code
+    elif isinstance(raw_code, str) and raw_code.strip().isdigit():
+        code = int(raw_code)
+    message = data.get("error_message") or data.get("message")
+    if not isinstance(message, str) or not message:
+        detail = data.get("detail")
+        if isinstance(detail, str):
+            message = detail
+        elif isinstance(detail, list) and detail:
+            message = "; ".join(_detail_item(d) for d in detail[:10])
+        elif isinstance(data.get("error"), str):
+            message = data["error"]
+        else:
+            message = None
+    return code, message
+
+
+def _detail_item(item: Any) -> str:
+    if isinstance(item, dict):
+        loc = item.get("loc")
+        where = ".".join(str(p) for p in loc) if isinstance(loc, list) else ""
+        msg = item.get("msg") or item.get("message") or ""
+        return f"{where}: {msg}" if where else str(msg)
+    return str(item)
+
+
+_BY_CODE: dict[int, type[APIStatusError]] = {
+    400001: InvalidRequestError,
+    400002: InsufficientBalanceError,
+    400004: AuthenticationError,
+    403001: AuthenticationError,
+    404001: NotFoundError,
+}
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    402: InsufficientBalanceError,
+    403: AuthenticationError,
+    404: NotFoundError,
+    422: InvalidRequestError,
+    429: RateLimitError,
+}
+
+
+def map_error(
+    response: Response,
+    *,
+    method: str,
+    path: str,
+    request_id: str | None = None,
+) -> APIStatusError | None:
+    """The error an answer stands for, or None if it is a success.
+
+    A 2xx is an error only when its JSON body carries a top-level ``error_code``.
+    """
+    try:
+        data: Any = _decode(response.body)
+    except ValueError:
+        data = None
+    if 200 <= response.status < 300:
+        if isinstance(data, dict) and data.get("error_code") not in (None, 0, "0"):
+            code, message = _error_fields(data)
+            cls = _BY_CODE.get(code or 0, APIStatusError)
+            return cls(
+                message or "error in a 200 answer",
+                status_code=response.status,
+                error_code=code,
+                body=data,
+                request_id=request_id,
+                method=method,
+                path=path,
+            )
+        return None
+    code, message = _error_fields(data)
+    if data is None:
+        body: Any = _excerpt(response.body)
+        message = message or (f"non-JSON body: {body}" if body else "empty body")
+    else:
+        body = data
+    cls = _BY_STATUS.get(response.status)
+    if code is not None and code in _BY_CODE and response.status not in (429,):
+        cls = _BY_CODE[code]
+    if cls is None:
+        cls = ServerError if response.status >= 500 else APIStatusError
+    kw: dict[str, Any] = {
+        "status_code": response.status,
+        "error_code": code,
+        "body": body,
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+    }
+    if cls is RateLimitError:
+        return RateLimitError(
+            message or "rate limited",
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            **kw,
+        )
+    return cls(message or f"HTTP {response.status}", **kw)
+
+
+class API:
+    """The four API calls over a transport, sharing one request budget and retry policy."""
+
+    def __init__(self, transport: Transport, *, budget: RequestBudget, retry: RetryPolicy) -> None:
+        self.transport = transport
+        self.budget = budget
+        self.retry = retry
+
+    def __repr__(self) -> str:
+        return f"<API transport={self.transport!r} budget={self.budget!r}>"
+
+    async def submit(self, model_id: str, payload: Mapping[str, Any]) -> SubmitResponse:
+        """Submit a paid job once; retried only where it certainly did not land."""
+        path = "/v1/models/" + quote(_check_model_id(model_id), safe="/")
+        request = Request("POST", path, json=dict(payload))
+        for retry_number in range(self.retry.attempts):
+            last = retry_number == self.retry.attempts - 1
+            await self.budget.acquire(Priority.SUBMIT)
+            try:
+                response = await self.transport.send(request)
+            except TransportError as exc:
+                if exc.request_sent:
+                    raise SubmitOutcomeUnknown(
+                        f"submit to {model_id} may or may not have created a job: {exc}. "
+                        "It was not resubmitted, to avoid paying twice.",
+                        model_id=model_id,
+                        payload=dict(payload),
+                    ) from exc
+                if last:
+                    raise
+                logger.info("submit to %s not sent (%s); retrying", model_id, exc)
+                await self.retry.sleep(self.retry.delay(retry_number))
+                continue
+            error = map_error(response, method="POST", path=path)
+            if error is None:
+                self.budget.on_success()
+                try:
+                    return parse_submit(_decode(response.body), status_code=response.status)
+                except ValueError:
+                    raise SubmitOutcomeUnknown(
+                        f"submit to {model_id} was answered {response.status} with a body "
+                        f"that is not JSON ({_excerpt(response.body)!r}): a job may exist",
+                        model_id=model_id,
+                        payload=dict(payload),
+                    ) from None
+                except MalformedResponseError as exc:
+                    raise SubmitOutcomeUnknown(
+                        f"submit to {model_id} was accepted but the answer is unreadable ({exc}); "
+                        "a job may exist",
+                        model_id=model_id,
+                        payload=dict(payload),
+                    ) from exc
+            retry_after = self._note_status(error)
+            if error.status_code in _SUBMIT_REJECTED and not last:
+                logger.info("submit to %s rejected with %s; retrying", model_id, error.status_code)
+                await self.retry.sleep(self.retry.delay(retry_number, retry_after))
+                continue
+            if isinstance(error, ServerError) and error.status_code not in _SUBMIT_REJECTED:
+                # A 500/502/504 does not prove that nothing was created.
+                raise SubmitOutcomeUnknown(
+                    f"submit to {model_id} was answered {error}; a job may or may not exist. "
+                    "It was not resubmitted, to avoid paying twice.",
+                    model_id=model_id,
+                    payload=dict(payload),
+                ) from error
+            raise error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def status(self, request_id: str) -> Status:
+        """The request's current state (retried: safe)."""
+        rid = check_request_id(request_id)
+        data = await self._safe("GET", f"/v1/requests/{rid}/status", rid, Priority.CHECK)
+        return parse_status(data, rid)
+
+    async def result(self, request_id: str, *, include_cost: bool = False) -> Result:
+        """The request's result, or its current state while unfinished (retried: safe)."""
+        rid = check_request_id(request_id)
+        params = {"include_cost": "true"} if include_cost else {}
+        data = await self._safe("GET", f"/v1/requests/{rid}/result", rid, Priority.CHECK, params)
+        return parse_result(data, rid)
+
+    async def check(
+        self, request_id: str, *, include_cost: bool = False, acquired: bool = False
+    ) -> Result:
+        """One try of the result route, for the scheduler, which retries on its own clock.
+
+        ``acquired``: the caller already took this request's budget token.
+        """
+        rid = check_request_id(request_id)
+        params = {"include_cost": "true"} if include_cost else {}
+        path = f"/v1/requests/{rid}/result"
+        data = await self._once("GET", path, rid, Priority.CHECK, params, acquired=acquired)
+        return parse_result(data, rid)
+
+    async def peek_status(self, request_id: str, *, acquired: bool = False) -> Status:
+        """One try of the status route (it carries ``queue_position``), for the scheduler."""
+        rid = check_request_id(request_id)
+        path = f"/v1/requests/{rid}/status"
+        data = await self._once("GET", path, rid, Priority.CHECK, acquired=acquired)
+        return parse_status(data, rid)
+
+    async def acquire_check_token(self) -> None:
+        """Take one token of the request budget at check priority."""
+        await self.budget.acquire(Priority.CHECK)
+
+    async def cancel(self, request_id: str) -> CancelOutcome:
+        """Ask the server to cancel a queued request (retried: safe)."""
+        rid = check_request_id(request_id)
+        data = await self._safe("POST", f"/v1/requests/{rid}/cancel", rid, Priority.CANCEL)
+        return parse_cancel(data, rid)
+
+    def _note_status(self, error: APIStatusError) -> float | None:
+        if isinstance(error, RateLimitError):
+            self.budget.on_rate_limited(error.retry_after)
+            return error.retry_after
+        self.budget.on_success()
+        return None
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        request_id: str,
+        priority: Priority,
+        params: Mapping[str, str] | None = None,
+        *,
+        acquired: bool = False,
+    ) -> Any:
+        if not acquired:
+            await self.budget.acquire(priority)
+        response = await self.transport.send(Request(method, path, params=params or {}))
+        error = map_error(response, method=method, path=path, request_id=request_id)
+        if error is not None:
+            self._note_status(error)
+            raise error
+        self.budget.on_success()
+        try:
+            return _decode(response.body)
+        except ValueError:
+            raise MalformedResponseError(
+                f"{method} {path} answered with a body that is not JSON",
+                status_code=response.status,
+                excerpt=_excerpt(response.body),
+            ) from None
+
+    async def _safe(
+        self,
+        method: str,
+        path: str,
+        request_id: str,
+        priority: Priority,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
+        for retry_number in range(self.retry.attempts):
+            try:
+                return await self._once(method, path, request_id, priority, params)
+            except RunComfyError as exc:
+                retry_after = retryable_after(exc)
+                if retry_after is False or retry_number == self.retry.attempts - 1:
+                    raise
+                delay = self.retry.delay(retry_number, retry_after or None)
+                logger.info(
+                    "%s %s failed (%s); retry %d in %.2fs",
+                    method,
+                    path,
+                    type(exc).__name__,
+                    retry_number + 1,
+                    delay,
+                )
+                await self.retry.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def retryable_after(exc: BaseException) -> float | None | bool:
+    """For a safe call: False if ``exc`` is final, else the server's Retry-After (or None)."""
+    if isinstance(exc, RateLimitError):
+        return exc.retry_after
+    if isinstance(exc, APIStatusError):
+        return None if exc.status_code in _RETRYABLE_STATUS else False
+    if isinstance(exc, (TransportError, MalformedResponseError)):
+        # A truncated or garbled body on a read is worth another try.
+        return None
+    return False

@@ -1,0 +1,434 @@
+"""``RunComfyClient``: the async session manager.
+
+It owns, for its whole life, one transport (connection pool), one request
+budget, one polling scheduler and one cap on jobs in flight. Open it with
+``async with`` (or let the first call open it) and close it with ``aclose()``;
+a closed client raises :class:`ClientStateError` and cannot be reopened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import logging
+import os
+import warnings
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from ._api import API, check_request_id
+from ._errors import (
+    AuthenticationError,
+    ClientStateError,
+    RateLimitError,
+)
+from ._fanout import Outcome, as_completed, map_jobs
+from ._job import Job
+from ._limiter import RequestBudget
+from ._models import CancelOutcome, Result, Status
+from ._retry import RetryPolicy
+from ._scheduler import JobEvent, Listener, PollScheduler
+from ._timing import PollPolicy
+from ._transport import AiohttpTransport, Transport, check_base_url
+from .inputs import ModelInput, prepare_request
+
+__all__ = ["DEFAULT_BASE_URL", "RunComfyClient"]
+
+logger = logging.getLogger("runcomfy_async")
+
+DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class _InFlightCap:
+    """A semaphore whose capacity adapts: lowered on 429 to submits, regrown slowly."""
+
+    __slots__ = ("_ceiling", "_grow_every", "_since_grow", "_waiters", "capacity", "in_flight")
+
+    def __init__(self, capacity: int) -> None:
+        self._ceiling = capacity
+        self.capacity = capacity
+        self.in_flight = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._since_grow = 0
+        self._grow_every = 5
+
+    async def acquire(self) -> None:
+        if self.in_flight < self.capacity and not self._waiters:
+            self.in_flight += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted but unused: pass it on
+            raise
+
+    def force_acquire(self) -> None:
+        """Count a job that is already in flight (adopted), even past capacity."""
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.capacity:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1
+                fut.set_result(None)
+
+    def on_rate_limited(self) -> None:
+        # The account's concurrency limit is at most what is in flight now.
+        self.capacity = max(1, min(self.capacity, self.in_flight - 1))
+        self._since_grow = 0
+
+    def on_job_finished(self) -> None:
+        if self.capacity < self._ceiling:
+            self._since_grow += 1
+            if self._since_grow >= self._grow_every:
+                self._since_grow = 0
+                self.capacity += 1
+                self._wake()
+
+    def close(self) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.cancel()
+        self._waiters.clear()
+
+
+class RunComfyClient:
+    """An async client for RunComfy's Model API.
+
+    ``token`` defaults to ``$RUNCOMFY_API_TOKEN`` and ``base_url`` to
+    ``$RUNCOMFY_BASE_URL`` (else the public API); a missing token fails at the
+    first call with :class:`AuthenticationError`. Options:
+
+    - ``max_in_flight``: jobs submitted and not yet finished, at most (further
+      submits wait); lowered automatically while the server answers 429.
+    - ``requests_per_second``: the shared request budget for submits and
+      checks (adapts down on 429; None: unlimited until the first 429).
+    - ``poll``: the :class:`PollPolicy` of the scheduler.
+    - ``retry``: the :class:`RetryPolicy` for safe calls.
+    - ``validate_inputs``: check payloads of known models before submitting.
+    - ``include_cost``: ask for each result's ``cost`` (undocumented API flag).
+    - ``transport``: replace the HTTP transport (tests, custom stacks).
+    - ``allow_insecure_http``: allow plain http to a non-loopback base URL.
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        *,
+        base_url: str | None = None,
+        max_in_flight: int = 64,
+        requests_per_second: float | None = 20.0,
+        poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        validate_inputs: bool = True,
+        include_cost: bool = False,
+        transport: Transport | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        token = token if token is not None else os.environ.get("RUNCOMFY_API_TOKEN")
+        base = base_url or os.environ.get("RUNCOMFY_BASE_URL") or DEFAULT_BASE_URL
+        self._base_url = check_base_url(base, allow_insecure_http=allow_insecure_http)
+        self._has_token = bool(token)
+        self._transport: Transport = transport or AiohttpTransport(
+            self._base_url,
+            token or None,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+        self._budget = RequestBudget(requests_per_second)
+        self._api = API(self._transport, budget=self._budget, retry=retry or RetryPolicy())
+        self._poll = poll or PollPolicy()
+        self._include_cost = include_cost
+        self._validate = validate_inputs
+        self._cap = _InFlightCap(max_in_flight)
+        self._scheduler: PollScheduler | None = None
+        self._state = _State.UNOPENED
+        # A custom transport brings its own auth; only ours needs the token.
+        self._needs_token = transport is None
+
+    def __repr__(self) -> str:
+        tracking = self._scheduler.tracking if self._scheduler else 0
+        return (
+            f"<RunComfyClient {self._base_url} {self._state.value} "
+            f"in_flight={self._cap.in_flight}/{self._cap.capacity} tracking={tracking}>"
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> RunComfyClient:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _open(self) -> None:
+        if self._state is _State.CLOSED:
+            raise ClientStateError("this client is closed; create a new RunComfyClient")
+        if self._state is _State.UNOPENED:
+            self._state = _State.OPEN
+
+    def _ready(self) -> None:
+        self._open()
+        if self._needs_token and not self._has_token:
+            raise AuthenticationError(
+                "no API token: pass RunComfyClient(token=...) or set RUNCOMFY_API_TOKEN "
+                "(nothing was sent)",
+                status_code=401,
+            )
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL this client talks to."""
+        return self._base_url
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` was called."""
+        return self._state is _State.CLOSED
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs submitted (or adopted) and not finished yet."""
+        return self._cap.in_flight
+
+    @property
+    def scheduler(self) -> PollScheduler:
+        """The client's polling scheduler (created on first use)."""
+        if self._scheduler is None:
+            self._scheduler = PollScheduler(self._api, self._poll, include_cost=self._include_cost)
+        return self._scheduler
+
+    @property
+    def budget(self) -> RequestBudget:
+        """The shared request budget (rate adapts to 429 answers)."""
+        return self._budget
+
+    async def aclose(self) -> None:
+        """Stop the scheduler, fail unfinished jobs with ClientStateError, close connections.
+
+        Idempotent. Jobs still running on the server keep running there; their
+        request ids (``job.request_id``) let another client resume them.
+        """
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        if self._scheduler is not None:
+            await self._scheduler.aclose()
+        self._cap.close()
+        self._budget.close()
+        await self._transport.aclose()
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if getattr(self, "_state", None) is _State.OPEN:
+            _warn(
+                f"unclosed {self!r}: use 'async with RunComfyClient()' or 'await client.aclose()'",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+
+    # -- single-job verbs ------------------------------------------------------
+
+    async def submit(
+        self,
+        model_or_input: str | ModelInput,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        validate: bool | None = None,
+        allow_unknown_fields: bool = False,
+    ) -> Job:
+        """Submit one paid job and return its :class:`Job` at once (tracking starts).
+
+        ``submit(model_id, payload_dict)`` or ``submit(typed_input)``. Inputs of
+        known models are validated first (``validate=False`` skips it), so a
+        mistake raises :class:`InputValidationError` before anything is paid.
+        Waits while ``max_in_flight`` jobs are in flight. Raises
+        :class:`SubmitOutcomeUnknown` when the submit may have created a job
+        that we cannot name: it is never resubmitted behind your back.
+        """
+        self._ready()
+        do_validate = self._validate if validate is None else validate
+        model_id, body = prepare_request(
+            model_or_input, payload, validate=do_validate, allow_unknown_fields=allow_unknown_fields
+        )
+        await self._cap.acquire()
+        released = False
+        try:
+            for attempt in range(8):
+                try:
+                    response = await self._api.submit(model_id, body)
+                    break
+                except RateLimitError as exc:
+                    # The server certainly rejected it: the account may be at its
+                    # concurrency limit. Lower ours and wait our turn again.
+                    if attempt == 7:
+                        raise
+                    self._cap.on_rate_limited()
+                    self._cap.release()
+                    released = True
+                    await asyncio.sleep(exc.retry_after if exc.retry_after is not None else 1.0)
+                    self._ready()
+                    await self._cap.acquire()
+                    released = False
+            tracked = self.scheduler.track(response.request_id, model_id)
+        except BaseException:
+            if not released:
+                self._cap.release()
+            raise
+        tracked.on_done.append(self._job_finished)
+        logger.info("submitted %s to %s", response.request_id, model_id)
+        return Job(self, tracked)
+
+    def _job_finished(self, _tracked: Any) -> None:
+        self._cap.on_job_finished()
+        self._cap.release()
+
+    async def run(
+        self,
+        model_or_input: str | ModelInput,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        cancel_on_timeout: bool = False,
+    ) -> Result:
+        """Submit, then wait for the result (see :meth:`submit` and :meth:`Job.wait`)."""
+        job = await self.submit(model_or_input, payload)
+        return await job.wait(timeout, cancel_on_timeout=cancel_on_timeout)
+
+    def track(self, request_id: str, model_id: str) -> Job:
+        """Adopt a request submitted earlier (e.g. by a previous process) and track it.
+
+        Nothing is sent until the scheduler's first check. The job counts as in
+        flight (it may push the count past ``max_in_flight`` for a while).
+        """
+        self._ready()
+        check_request_id(request_id)
+        prepare_request(model_id, {}, validate=False)  # the model id must be URL-safe
+        existing = self.scheduler._jobs.get(request_id)
+        if existing is not None:
+            return Job(self, existing)
+        tracked = self.scheduler.track(request_id, model_id)
+        self._cap.force_acquire()
+        tracked.on_done.append(self._job_finished)
+        if tracked.done:  # pragma: no cover - track never finishes synchronously
+            self._job_finished(tracked)
+        return Job(self, tracked)
+
+    async def status(self, request_id: str) -> Status:
+        """The current state of ``request_id`` (one call, retried if it fails)."""
+        self._ready()
+        return await self._api.status(request_id)
+
+    async def result(self, request_id: str, *, include_cost: bool | None = None) -> Result:
+        """The result of ``request_id``, or its current state while unfinished."""
+        self._ready()
+        cost = self._include_cost if include_cost is None else include_cost
+        return await self._api.result(request_id, include_cost=cost)
+
+    async def cancel(self, request_id: str) -> CancelOutcome:
+        """Ask the server to cancel ``request_id``; ``.cancelled`` says if it was.
+
+        Only queued requests can be cancelled; for a running or finished one the
+        answer is ``not_cancellable``, which is not an error.
+        """
+        self._ready()
+        outcome = await self._api.cancel(request_id)
+        if outcome.cancelled:
+            self._scheduler_check_soon(request_id)
+        return outcome
+
+    def _scheduler_check_soon(self, request_id: str) -> None:
+        if self._scheduler is not None:
+            self._scheduler.check_soon(request_id)
+
+    # -- fan-out -----------------------------------------------------------------
+
+    def map(
+        self,
+        model_or_inputs: str | Iterable[ModelInput],
+        payloads: Iterable[Mapping[str, Any]] | None = None,
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        keys: Iterable[Any] | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Run many jobs; yield an :class:`Outcome` for each as it finishes.
+
+        ``map(model_id, payload_dicts)`` or ``map(typed_inputs)``. At most
+        ``concurrency`` jobs of this call are in flight (and never more than the
+        client's ``max_in_flight``); further submits wait. Each outcome carries
+        the input's ``index`` (and ``key``, from ``keys``) and either its
+        ``result`` or its ``error``: one failure never stops the others. Leaving
+        the loop early stops submitting; jobs already submitted keep running.
+        """
+        return map_jobs(
+            self, model_or_inputs, payloads, concurrency=concurrency, timeout=timeout, keys=keys
+        )
+
+    async def gather(
+        self,
+        model_or_inputs: str | Iterable[ModelInput],
+        payloads: Iterable[Mapping[str, Any]] | None = None,
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+    ) -> list[Outcome]:
+        """Like :meth:`map`, but wait for everything; outcomes in input order."""
+        outcomes = [
+            o
+            async for o in self.map(
+                model_or_inputs, payloads, concurrency=concurrency, timeout=timeout
+            )
+        ]
+        return sorted(outcomes, key=lambda o: o.index)
+
+    @staticmethod
+    def as_completed(jobs: Iterable[Job], *, timeout: float | None = None) -> AsyncIterator[Job]:
+        """Yield the given jobs as each finishes (then ``job.result()`` or ``await job``)."""
+        return as_completed(jobs, timeout=timeout)
+
+    # -- progress ----------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(JobEvent)`` on every job state change of this client."""
+        self.scheduler.add_listener(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self.scheduler.remove_listener(listener)
+
+    async def events(self) -> AsyncIterator[JobEvent]:
+        """An async stream of every job state change, until the client closes."""
+        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.scheduler.add_listener(queue.put_nowait)
+        try:
+            while not self.closed:
+                yield await queue.get()
+        finally:
+            self.scheduler.remove_listener(queue.put_nowait)

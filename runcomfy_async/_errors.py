@@ -1,0 +1,266 @@
+"""The one exception tree of runcomfy-async.
+
+Every error the library raises on purpose derives from :class:`RunComfyError`::
+
+    RunComfyError
+    ├── APIStatusError                 the API answered with an error
+    │   ├── AuthenticationError        401/403, error_code 400004 / 403001
+    │   ├── InsufficientBalanceError   402, error_code 400002
+    │   ├── NotFoundError              404, error_code 404001
+    │   ├── InvalidRequestError        400/422, error_code 400001
+    │   ├── RateLimitError             429 (carries retry_after)
+    │   └── ServerError                5xx
+    ├── MalformedResponseError         a 2xx body we cannot read
+    ├── TransportError                 the request never got an answer
+    │   └── RequestTimeoutError        ... because it timed out (also TimeoutError)
+    ├── SubmitOutcomeUnknown           a paid submit may or may not have created a job
+    ├── JobError                       a job ended without a usable result
+    │   ├── JobFailedError             the server says the job failed (carries its payload)
+    │   ├── JobCancelledError          the job was cancelled
+    │   └── JobTimeoutError            we stopped waiting (also TimeoutError)
+    ├── InputValidationError           bad input, found before any money is spent (also ValueError)
+    └── ClientStateError               misuse of the client lifecycle (also RuntimeError)
+
+Messages never contain the API token: the token is never passed to any of
+these constructors, and bodies are kept as the server sent them (the server
+never echoes the token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "APIStatusError",
+    "AuthenticationError",
+    "ClientStateError",
+    "InputValidationError",
+    "InsufficientBalanceError",
+    "InvalidRequestError",
+    "JobCancelledError",
+    "JobError",
+    "JobFailedError",
+    "JobTimeoutError",
+    "MalformedResponseError",
+    "NotFoundError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "RunComfyError",
+    "ServerError",
+    "SubmitOutcomeUnknown",
+    "TransportError",
+    "ValidationProblem",
+]
+
+
+class RunComfyError(Exception):
+    """Base of every error raised by runcomfy-async on purpose."""
+
+
+class APIStatusError(RunComfyError):
+    """The API answered, and the answer is an error.
+
+    ``status_code`` is the HTTP status (200 for a 200 that carried a top-level
+    ``error_code``); ``error_code`` is RunComfy's numeric code where the body
+    gave one; ``message`` is the human text the body gave (or a short excerpt
+    of a non-JSON body); ``body`` is the parsed JSON body, or the text excerpt;
+    ``request_id`` is the request this call was about, where known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        error_code: int | None = None,
+        body: Any = None,
+        request_id: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.message = message
+        self.status_code = status_code
+        self.error_code = error_code
+        self.body = body
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        where = f" on {self.method} {self.path}" if self.method and self.path else ""
+        code = f" (error_code {self.error_code})" if self.error_code is not None else ""
+        return f"HTTP {self.status_code}{code}{where}: {self.message}"
+
+
+class AuthenticationError(APIStatusError):
+    """The token is missing, bad, expired or revoked, or lacks access (401/403, 400004)."""
+
+
+class InsufficientBalanceError(APIStatusError):
+    """The account cannot pay for this request (402, error_code 400002)."""
+
+
+class NotFoundError(APIStatusError):
+    """The request id is unknown, deleted or expired (404, error_code 404001)."""
+
+
+class InvalidRequestError(APIStatusError):
+    """The server rejected the request as invalid (400/422, error_code 400001)."""
+
+
+class RateLimitError(APIStatusError):
+    """Too many requests or jobs at once (429).
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+class ServerError(APIStatusError):
+    """The server (or a gateway in front of it) failed: any 5xx."""
+
+
+class MalformedResponseError(RunComfyError):
+    """A successful answer whose body is not what the API documents.
+
+    ``status_code`` and a short ``excerpt`` of the body say what came back.
+    """
+
+    def __init__(self, message: str, *, status_code: int, excerpt: str = "") -> None:
+        self.status_code = status_code
+        self.excerpt = excerpt
+        detail = f": {excerpt!r}" if excerpt else ""
+        super().__init__(f"{message} (HTTP {status_code}){detail}")
+
+
+class TransportError(RunComfyError):
+    """The request got no answer: connection refused or dropped, DNS, TLS, ...
+
+    ``request_sent`` is False only when the request certainly never reached the
+    server (connection refused, DNS failure, connect timeout); True when it may
+    have (the connection dropped or timed out after sending).
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        self.request_sent = request_sent
+        super().__init__(message)
+
+
+class RequestTimeoutError(TransportError, TimeoutError):
+    """The request got no answer in time (connect or read timeout)."""
+
+
+class SubmitOutcomeUnknown(RunComfyError):
+    """A paid submit may or may not have created a job.
+
+    Raised when the connection dropped or timed out after the request body was
+    sent: the server may have accepted it (and will charge for it) or not. It is
+    never resubmitted silently; decide yourself, e.g. after checking your
+    RunComfy dashboard. ``model_id`` and ``payload`` say what was sent.
+    """
+
+    def __init__(self, message: str, *, model_id: str, payload: Any = None) -> None:
+        self.model_id = model_id
+        self.payload = payload
+        super().__init__(message)
+
+
+class JobError(RunComfyError):
+    """A job ended without a usable result. ``request_id`` and ``model_id`` name it."""
+
+    def __init__(self, message: str, *, request_id: str, model_id: str | None = None) -> None:
+        self.request_id = request_id
+        self.model_id = model_id
+        super().__init__(message)
+
+
+class JobFailedError(JobError):
+    """The server reports the job failed.
+
+    ``error`` is the server's error payload exactly as sent (any JSON type, or
+    ``None`` when the body said nothing); ``result`` is the whole result object.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_id: str,
+        model_id: str | None = None,
+        error: Any = None,
+        result: Any = None,
+    ) -> None:
+        self.error = error
+        self.result = result
+        super().__init__(message, request_id=request_id, model_id=model_id)
+
+
+class JobCancelledError(JobError):
+    """The job was cancelled (by us, by another client, or by the server)."""
+
+
+class JobTimeoutError(JobError, TimeoutError):
+    """We stopped waiting for the job. The remote job may still run unless cancelled."""
+
+
+@attrs.frozen
+class ValidationProblem:
+    """One thing wrong with an input: where (``path``), what (``value``), and the rule broken."""
+
+    path: str
+    value: Any
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.rule} (got {_short_repr(self.value)})"
+
+
+_MISSING_REPR = "<missing>"
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    if value is attrs.NOTHING:
+        return _MISSING_REPR
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class InputValidationError(RunComfyError, ValueError):
+    """An input breaks one or more rules; ``problems`` lists every one of them.
+
+    Raised before anything is sent, so nothing is paid for.
+    """
+
+    def __init__(self, problems: Sequence[ValidationProblem], *, model_id: str | None = None):
+        self.problems = list(problems)
+        self.model_id = model_id
+        head = f"invalid input for {model_id}" if model_id else "invalid input"
+        n = len(self.problems)
+        lines = [f"{head}: {n} problem{'s' if n != 1 else ''}"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+    def _repr_html_(self) -> str:
+        """Notebook rendering: a small table of the problems."""
+        from html import escape
+
+        rows = "".join(
+            f"<tr><td><code>{escape(p.path)}</code></td><td>{escape(p.rule)}</td>"
+            f"<td><code>{escape(_short_repr(p.value))}</code></td></tr>"
+            for p in self.problems
+        )
+        return (
+            "<table><thead><tr><th>field</th><th>rule</th><th>value</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+
+
+class ClientStateError(RunComfyError, RuntimeError):
+    """The client was used in a state that does not allow it (closed, or reopened)."""

@@ -1,0 +1,147 @@
+"""Fan-out: many jobs under a bound, outcomes in completion order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._job import Job
+from ._models import Result
+
+if TYPE_CHECKING:
+    from ._client import RunComfyClient
+    from .inputs import ModelInput
+
+__all__ = ["Outcome", "as_completed", "map_jobs"]
+
+
+@attrs.frozen
+class Outcome:
+    """What became of one input of a fan-out.
+
+    ``index`` is the input's position, ``key`` the caller's key for it (or the
+    index), ``job`` the submitted job (None when the submit itself failed), and
+    exactly one of ``result`` and ``error`` is set.
+    """
+
+    index: int
+    key: Any
+    job: Job | None = None
+    result: Result | None = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the job succeeded."""
+        return self.result is not None
+
+
+async def map_jobs(
+    client: RunComfyClient,
+    model_or_inputs: str | Iterable[ModelInput],
+    payloads: Iterable[Mapping[str, Any]] | None,
+    *,
+    concurrency: int | None,
+    timeout: float | None,
+    keys: Iterable[Any] | None,
+) -> AsyncIterator[Outcome]:
+    """The engine of ``RunComfyClient.map`` (see there)."""
+    if isinstance(model_or_inputs, str):
+        if payloads is None:
+            raise TypeError("map(model_id, payloads): payloads are required with a model id")
+        model_id = model_or_inputs
+        items: Iterable[tuple[Any, Any]] = ((model_id, p) for p in payloads)
+    else:
+        if payloads is not None:
+            raise TypeError("map(typed_inputs) takes no payloads")
+        items = ((i, None) for i in model_or_inputs)
+    if concurrency is not None and concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    limit = asyncio.Semaphore(concurrency or 1_000_000)
+    # Outcomes, then one sentinel (the producer's own error, or None) when it stops.
+    results: asyncio.Queue[Outcome | BaseException | None] = asyncio.Queue()
+    key_iter = iter(keys) if keys is not None else None
+    submitted = 0
+    waiters: set[asyncio.Task[None]] = set()
+
+    async def finish(index: int, key: Any, job: Job) -> None:
+        try:
+            result = await job.wait(timeout)
+        except Exception as exc:
+            results.put_nowait(Outcome(index, key, job, error=exc))
+        else:
+            results.put_nowait(Outcome(index, key, job, result=result))
+        finally:
+            limit.release()
+
+    async def produce() -> None:
+        nonlocal submitted
+        error: BaseException | None = None
+        try:
+            for index, (what, payload) in enumerate(items):
+                key = next(key_iter, index) if key_iter is not None else index
+                await limit.acquire()
+                submitted += 1
+                try:
+                    job = await client.submit(what, payload)
+                except Exception as exc:
+                    limit.release()
+                    results.put_nowait(Outcome(index, key, error=exc))
+                    continue
+                task = asyncio.get_running_loop().create_task(finish(index, key, job))
+                waiters.add(task)
+                task.add_done_callback(waiters.discard)
+        except Exception as exc:  # e.g. the caller's iterable raised
+            error = exc
+        finally:
+            results.put_nowait(error)
+
+    producer = asyncio.get_running_loop().create_task(produce())
+    yielded = 0
+    producing = True
+    try:
+        while producing or yielded < submitted:
+            item = await results.get()
+            if isinstance(item, Outcome):
+                yielded += 1
+                yield item
+            elif item is None:
+                producing = False
+            else:
+                raise item
+    finally:
+        producer.cancel()
+        for task in list(waiters):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(producer, *waiters, return_exceptions=True)
+
+
+async def as_completed(jobs: Iterable[Job], *, timeout: float | None = None) -> AsyncIterator[Job]:
+    """Yield each job as it finishes; after ``timeout`` raise TimeoutError."""
+    jobs = list(jobs)
+    futures = {asyncio.ensure_future(asyncio.shield(j._t.waiter)): j for j in jobs if not j.done()}
+    for job in jobs:
+        if job.done():
+            yield job
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    try:
+        while futures:
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+            done, _ = await asyncio.wait(
+                futures, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                raise TimeoutError(f"{len(futures)} jobs not finished after {timeout}s")
+            for fut in sorted(done, key=lambda f: futures[f].request_id):
+                yield futures.pop(fut)
+    finally:
+        for fut in futures:
+            fut.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*futures, return_exceptions=True)

@@ -1,0 +1,207 @@
+"""The client-wide request budget: one adaptive token bucket for submits and checks.
+
+Every request the client sends takes a token first. Submits are served before
+checks, so polling never starves new work. The rate adapts: a 429 halves it
+and pauses everyone for the server's ``Retry-After``; successes win it back,
+quickly up to 90% of the rate that last drew a 429 and slowly beyond, so a
+client settles just under the server's limit instead of probing it every few
+seconds. Waiting costs no task: a single timer wakes the next waiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+
+__all__ = ["Priority", "RequestBudget"]
+
+
+class Priority(enum.IntEnum):
+    """Who goes first when tokens are short: lower values first."""
+
+    SUBMIT = 0
+    CANCEL = 1
+    CHECK = 2
+
+
+class RequestBudget:
+    """An adaptive token bucket shared by every request of one client.
+
+    ``rate`` is the starting and highest rate in requests per second (None: no
+    limit until the server answers 429, then the observed rate is the ceiling);
+    ``min_rate`` the floor it never adapts below.
+    """
+
+    __slots__ = (
+        "_burst",
+        "_clock",
+        "_last_limited_rate",
+        "_max_rate",
+        "_min_rate",
+        "_paused_until",
+        "_rate",
+        "_seq",
+        "_stamp",
+        "_timer",
+        "_tokens",
+        "_waiters",
+        "granted",
+        "rate_limited",
+    )
+
+    def __init__(
+        self,
+        rate: float | None = 50.0,
+        *,
+        min_rate: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_rate = rate
+        self._rate = rate if rate is not None else float("inf")
+        self._min_rate = min_rate
+        self._clock = clock
+        self._stamp = clock()
+        self._burst = self._burst_for(self._rate)
+        self._tokens = self._burst
+        self._paused_until = 0.0
+        self._last_limited_rate: float | None = None
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self.granted = 0
+        self.rate_limited = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<RequestBudget rate={self._rate:.2f}/s tokens={self._tokens:.1f} "
+            f"waiting={len(self._waiters)} limited={self.rate_limited}>"
+        )
+
+    @property
+    def rate(self) -> float:
+        """The current rate in requests per second (``inf`` when unlimited)."""
+        return self._rate
+
+    @property
+    def waiting(self) -> int:
+        """How many callers are waiting for a token."""
+        return len(self._waiters)
+
+    @staticmethod
+    def _burst_for(rate: float) -> float:
+        # A second's worth of tokens, but at least one and never unbounded:
+        # bursts are what draws 429s from a token-bucket server.
+        return 1e9 if rate == float("inf") else max(1.0, min(rate, 100.0))
+
+    def _refill(self, now: float) -> None:
+        if self._rate == float("inf"):
+            self._tokens = self._burst
+        else:
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+
+    async def acquire(self, priority: Priority = Priority.CHECK) -> None:
+        """Wait for a token; higher priorities (lower values) are served first."""
+        now = self._clock()
+        if not self._waiters and now >= self._paused_until:
+            self._refill(now)
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                self.granted += 1
+                return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (int(priority), next(self._seq), fut))
+        self._arm()
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # We were granted a token but will not use it: give it back.
+                self._tokens = min(self._burst, self._tokens + 1.0)
+                self.granted -= 1
+            raise
+
+    def _arm(self) -> None:
+        if self._timer is not None or not self._waiters:
+            return
+        now = self._clock()
+        self._refill(now)
+        wait = max(self._paused_until - now, 0.0)
+        if self._tokens < 1.0 and self._rate != float("inf"):
+            wait = max(wait, (1.0 - self._tokens) / self._rate)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(wait, self._wake)
+
+    def _wake(self) -> None:
+        self._timer = None
+        now = self._clock()
+        if now >= self._paused_until:
+            self._refill(now)
+            while self._waiters and self._tokens >= 1.0:
+                _, _, fut = heapq.heappop(self._waiters)
+                if fut.done():  # cancelled while waiting
+                    continue
+                self._tokens -= 1.0
+                self.granted += 1
+                fut.set_result(None)
+        # Drop cancelled waiters at the head so they do not keep the timer armed.
+        while self._waiters and self._waiters[0][2].done():
+            heapq.heappop(self._waiters)
+        self._arm()
+
+    def on_success(self) -> None:
+        """Record an answer that was not a 429: win back rate, fast then slowly."""
+        if self._max_rate is None and self._last_limited_rate is None:
+            return
+        ceiling = self._max_rate if self._max_rate is not None else float("inf")
+        if self._rate >= ceiling:
+            return
+        target = 0.9 * (self._last_limited_rate or ceiling)
+        # Below 90% of the last limited rate, recover by 2% a request (fast);
+        # beyond, by 0.1% (slow probing of a limit we have already hit).
+        step = 0.02 if self._rate < target else 0.001
+        self._set_rate(min(ceiling, self._rate * (1.0 + step)))
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        """Record a 429: halve the rate (at most once per pause) and pause for Retry-After."""
+        self.rate_limited += 1
+        now = self._clock()
+        if now >= self._paused_until:
+            # A burst of 429s from requests already in flight is one signal, not many.
+            observed = self._rate if self._rate != float("inf") else self._observed_rate()
+            self._last_limited_rate = observed
+            self._set_rate(max(self._min_rate, observed * 0.5))
+            self._tokens = min(self._tokens, 0.0)
+        pause = retry_after if retry_after is not None else 1.0 / max(self._rate, 1e-9)
+        self._paused_until = max(self._paused_until, now + pause)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._waiters:
+            self._arm()
+
+    def _observed_rate(self) -> float:
+        # With no configured rate, the best guess of what drew the 429 is a
+        # generous one; halving it from there converges in a few steps.
+        return 100.0
+
+    def _set_rate(self, rate: float) -> None:
+        now = self._clock()
+        self._refill(now)
+        self._rate = rate
+        self._burst = self._burst_for(rate)
+        self._tokens = min(self._tokens, self._burst)
+
+    def close(self) -> None:
+        """Stop the timer and fail every waiter: the client is closing."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for _, _, fut in self._waiters:
+            if not fut.done():
+                fut.cancel()
+        self._waiters.clear()

@@ -1,0 +1,248 @@
+"""The transport seam: the one place that sends bytes to the API.
+
+The client talks to a :class:`Transport`, an object with one method: "send this
+request, give me the response". :class:`AiohttpTransport` is the real one (one
+``aiohttp.ClientSession``, a bounded keep-alive pool, timeouts, the auth header
+for the API origin only); :class:`MockTransport` wraps a plain async function,
+so tests can answer requests in memory.
+
+A transport raises :class:`~runcomfy_async.TransportError` (with
+``request_sent`` False only when the request certainly never left) or
+:class:`~runcomfy_async.RequestTimeoutError`; it never retries and never maps
+status codes: that is ``_api.py``'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+import attrs
+
+from ._errors import MalformedResponseError, RequestTimeoutError, TransportError
+from ._version import __version__
+
+__all__ = [
+    "AiohttpTransport",
+    "MockTransport",
+    "Request",
+    "Response",
+    "Transport",
+    "check_base_url",
+]
+
+USER_AGENT = f"runcomfy-async/{__version__}"
+
+#: The largest API body we read (status and result bodies are a few KB); a
+#: larger one is an error, so a broken or hostile server cannot exhaust memory.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+@attrs.frozen
+class Request:
+    """One API request: ``path`` is relative to the base URL (``/v1/...``)."""
+
+    method: str
+    path: str
+    json: Any = None
+    params: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Response:
+    """One API response: status, headers (lower-cased names) and the raw body."""
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    body: bytes = b""
+
+
+class Transport(Protocol):
+    """Sends one request and returns its response; no retries, no status mapping."""
+
+    async def send(self, request: Request) -> Response:
+        """Send ``request``; raise TransportError if no response came back."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+
+def check_base_url(base_url: str, *, allow_insecure_http: bool = False) -> str:
+    """Validate the API base URL and return it without a trailing slash.
+
+    It must be ``https``, or plain ``http`` on a loopback address (the local
+    emulator); ``allow_insecure_http=True`` lifts that for other hosts (e.g. a
+    test network), at the cost of sending the token in clear text.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("base_url must not carry a query, fragment or credentials")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"base_url {base_url!r} is plain http on a non-loopback host: the token would "
+            "travel in clear text; use https, or pass allow_insecure_http=True"
+        )
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Secret:
+    """Holds the token; its repr and str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<token ***>"
+
+    __str__ = __repr__
+
+
+class AiohttpTransport:
+    """The real transport: one aiohttp session with a bounded keep-alive pool.
+
+    The session is created on first use, inside the running loop. The
+    ``Authorization`` header is attached per request, and only to requests for
+    the API origin; redirects are not followed, so it cannot leak to another.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        pool_size: int = 64,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._token = _Secret(token) if token else None
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=connect_timeout,
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
+        )
+        self._pool_size = pool_size
+        self._max_body = max_body_bytes
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._session else "idle")
+        return f"<AiohttpTransport {self._base_url} {state}>"
+
+    @property
+    def has_token(self) -> bool:
+        """Whether a token was configured (its value is never exposed)."""
+        return self._token is not None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise TransportError("transport is closed", request_sent=False)
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._pool_size, limit_per_host=self._pool_size, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def send(self, request: Request) -> Response:
+        """Send one request to the API origin and read its (size-capped) body."""
+        session = self._get_session()
+        headers = {}
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        url = self._base_url + request.path
+        try:
+            async with session.request(
+                request.method,
+                url,
+                json=request.json,
+                params=dict(request.params) or None,
+                headers=headers,
+                allow_redirects=False,
+            ) as resp:
+                body = await resp.content.read(self._max_body + 1)
+                if len(body) > self._max_body:
+                    raise MalformedResponseError(
+                        f"response body larger than {self._max_body} bytes", status_code=resp.status
+                    )
+                return Response(
+                    status=resp.status,
+                    headers={k.lower(): v for k, v in resp.headers.items()},
+                    body=body,
+                )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise RequestTimeoutError(
+                f"connect timeout on {request.method} {request.path}", request_sent=False
+            ) from exc
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise RequestTimeoutError(f"read timeout on {request.method} {request.path}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            # Refused, DNS, TLS handshake: nothing was sent.
+            raise TransportError(
+                f"cannot connect for {request.method} {request.path}: {exc.os_error}",
+                request_sent=False,
+            ) from None
+        except aiohttp.ClientError as exc:
+            # Dropped connection, reset, bad framing: the request may have arrived.
+            raise TransportError(
+                f"connection failed during {request.method} {request.path}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+
+    async def aclose(self) -> None:
+        """Close the session and its connections. Idempotent."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class MockTransport:
+    """A transport that answers every request with an async function: for tests."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self.closed = False
+
+    async def send(self, request: Request) -> Response:
+        """Hand ``request`` to the handler and return its response."""
+        if self.closed:
+            raise TransportError("transport is closed", request_sent=False)
+        return await self._handler(request)
+
+    async def aclose(self) -> None:
+        """Mark the transport closed."""
+        self.closed = True

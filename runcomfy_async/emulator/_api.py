@@ -1,0 +1,276 @@
+"""The API origin: RunComfy's four routes, bearer auth, error bodies and injected faults."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from ._config import is_validated
+from ._counters import Counters
+from ._faults import Decision, FaultInjector, format_retry_after
+from ._jobs import Job, JobBoard, result_status, route_status
+
+__all__ = ["ApiOrigin", "drop_connection"]
+
+_Handler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+
+_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_GATEWAY_PAGE = (
+    "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+    "<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+# A problem's path: identifiers joined by dots, other keys and indexes as [repr].
+_PATH_PARTS = re.compile(r"\[([^\]]*)\]|\.?([^.\[]+)")
+_TRUE = frozenset({"true", "1", "yes"})
+
+
+def drop_connection(request: web.BaseRequest) -> web.StreamResponse:
+    """Close ``request``'s connection without answering; return a response that is never sent.
+
+    aiohttp then fails to write that response, takes it for a client that went
+    away, and drops the connection quietly; the client sees the server
+    disconnect (``ServerDisconnectedError``) before any byte of an answer.
+    """
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    return web.Response(status=500)
+
+
+def _json(status: int, body: Mapping[str, Any], **headers: str) -> web.Response:
+    return web.json_response(dict(body), status=status, headers=headers or None)
+
+
+def _error(status: int, message: str, code: int | None = None, **extra: Any) -> web.Response:
+    body: dict[str, Any] = {}
+    if code is not None:
+        body["error_code"] = code
+    body["error_message"] = message
+    body.update(extra)
+    return _json(status, body)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _loc(path: str) -> list[Any]:
+    loc: list[Any] = ["body"]
+    for bracketed, name in _PATH_PARTS.findall(path):
+        if name:
+            loc.append(name)
+            continue
+        try:
+            loc.append(ast.literal_eval(bracketed))
+        except (ValueError, SyntaxError):
+            loc.append(bracketed)
+    return loc
+
+
+def _jsonable(value: Any) -> Any:
+    if value is attrs.NOTHING:
+        return None
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def _validation_detail(model_id: str, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    # Imported here: the emulator must work (unvalidated) even where the inputs
+    # module cannot be imported, and importing it lazily keeps startup light.
+    from runcomfy_async.inputs import validate_payload
+
+    return [
+        {"loc": _loc(p.path), "msg": p.rule, "input": _jsonable(p.value)}
+        # Like a real server, tolerate fields this version does not know.
+        for p in validate_payload(model_id, payload, allow_unknown_fields=True)
+    ]
+
+
+class ApiOrigin:
+    """The aiohttp application of the API origin and the state its handlers share."""
+
+    def __init__(
+        self,
+        *,
+        board: JobBoard,
+        injector: FaultInjector,
+        counters: Counters,
+        tokens: Collection[str],
+        closing: asyncio.Event,
+    ) -> None:
+        self.board = board
+        self.injector = injector
+        self.counters = counters
+        self.tokens = tokens
+        self.base_url = ""
+        self.storage_url = ""
+        self._closing = closing
+
+    def make_app(self) -> web.Application:
+        """The application serving the four API routes and ``GET /_emulator/counters``."""
+        app = web.Application()
+        app.router.add_post("/v1/models/{model_id:.+}", self._route("submit", self._submit))
+        app.router.add_get("/v1/requests/{request_id}/status", self._route("status", self._status))
+        app.router.add_get("/v1/requests/{request_id}/result", self._route("result", self._result))
+        app.router.add_post("/v1/requests/{request_id}/cancel", self._route("cancel", self._cancel))
+        app.router.add_get("/_emulator/counters", self._counters_view)
+        return app
+
+    # -- the gate every API request goes through -----------------------------------
+
+    def _route(
+        self, route: str, handler: _Handler
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            setattr(self.counters, route, getattr(self.counters, route) + 1)
+            decision = self.injector.decide(route, request.headers.get("Authorization", ""))
+            if decision.slow_seconds:
+                await self._pause(decision.slow_seconds)
+            if decision.error is not None:
+                return self._fault(decision)
+            if decision.drop == "before":
+                await request.read()  # the whole request was sent: the client cannot tell
+                return drop_connection(request)
+            token = self._authenticate(request)
+            if token is None:
+                self.counters.bad_token += 1
+                return _error(401, "invalid, expired or missing API token", 400004)
+            response = await handler(request, token)
+            if decision.drop == "after":
+                return drop_connection(request)
+            return response
+
+        return serve
+
+    async def _pause(self, seconds: float) -> None:
+        # Closing the emulator wakes every delayed answer at once.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+
+    def _authenticate(self, request: web.Request) -> str | None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or token not in self.tokens:
+            return None
+        return token
+
+    def _fault(self, decision: Decision) -> web.Response:
+        if decision.error in ("rps", "429"):
+            assert decision.retry_after is not None
+            retry_after = format_retry_after(decision.retry_after)
+            detail = "rate limit exceeded" if decision.error == "rps" else "too many requests"
+            return _json(
+                429,
+                {"error_message": "Too Many Requests", "detail": detail},
+                **{"Retry-After": retry_after},
+            )
+        status = int(decision.error or 500)
+        reason = _REASONS[status]
+        if decision.html:
+            page = _GATEWAY_PAGE.format(status=status, reason=reason)
+            return web.Response(status=status, text=page, content_type="text/html")
+        return _error(status, reason, detail="fault injected by the emulator")
+
+    def _lookup(self, request: web.Request, token: str) -> Job | web.Response:
+        request_id = request.match_info["request_id"]
+        job = self.board.jobs.get(request_id)
+        if job is None:
+            self.counters.not_found += 1
+            return _error(404, f"request {request_id} not found", 404001)
+        if job.token != token:
+            self.counters.forbidden += 1
+            return _error(403, "this request belongs to another account", 403001)
+        return job
+
+    def _urls(self, request_id: str) -> dict[str, str]:
+        base = f"{self.base_url}/v1/requests/{request_id}"
+        return {"status_url": f"{base}/status", "result_url": f"{base}/result"}
+
+    # -- the four routes ----------------------------------------------------------
+
+    async def _submit(self, request: web.Request, token: str) -> web.StreamResponse:
+        model_id = request.match_info["model_id"]
+        if model_id not in self.board.models:
+            self.counters.unknown_model += 1
+            return _error(400, f"unknown model id {model_id!r}", 400001)
+        raw = await request.read()
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            return self._invalid("body is not valid JSON", [])
+        if not isinstance(payload, dict):
+            return self._invalid("body must be a JSON object", [])
+        if is_validated(model_id):
+            detail = _validation_detail(model_id, payload)
+            if detail:
+                return self._invalid(f"invalid input for {model_id}", detail)
+        job = self.board.create(model_id, payload, token)
+        urls = self._urls(job.request_id)
+        body = {"request_id": job.request_id, **urls}
+        body["cancel_url"] = f"{self.base_url}/v1/requests/{job.request_id}/cancel"
+        return _json(200, body)
+
+    def _invalid(self, message: str, detail: list[dict[str, Any]]) -> web.Response:
+        self.counters.invalid_body += 1
+        if not detail:
+            detail = [{"loc": ["body"], "msg": message, "input": None}]
+        return _error(422, message, 422001, detail=detail)
+
+    async def _status(self, request: web.Request, token: str) -> web.StreamResponse:
+        job = self._lookup(request, token)
+        if isinstance(job, web.Response):
+            return job
+        body: dict[str, Any] = {"request_id": job.request_id, "status": route_status(job)}
+        position = self.board.queue_position(job)
+        if position is not None:
+            body["queue_position"] = position
+        body.update(self._urls(job.request_id))
+        return _json(200, body)
+
+    async def _result(self, request: web.Request, token: str) -> web.StreamResponse:
+        job = self._lookup(request, token)
+        if isinstance(job, web.Response):
+            return job
+        body: dict[str, Any] = {"request_id": job.request_id, "status": result_status(job)}
+        if not job.terminal:
+            return _json(200, body)
+        if job.state == "succeeded":
+            body["output"] = {"video": f"{self.storage_url}/outputs/{job.request_id}/output.mp4"}
+        body["created_at"] = _iso(job.created_at)
+        body["finished_at"] = _iso(job.finished_at)
+        if job.state == "failed":
+            body["error"] = job.error
+        if request.query.get("include_cost", "").lower() in _TRUE:
+            paid = job.state == "succeeded"
+            profile = self.board.models[job.model_id]
+            body["cost"] = profile.cost(job.model_id, job.clip_seconds, job.audio) if paid else 0.0
+        return _json(200, body)
+
+    async def _cancel(self, request: web.Request, token: str) -> web.StreamResponse:
+        job = self._lookup(request, token)
+        if isinstance(job, web.Response):
+            return job
+        outcome = "cancelled" if self.board.cancel(job) else "not_cancellable"
+        body = {"request_id": job.request_id, "status": route_status(job), "outcome": outcome}
+        return _json(202, body)
+
+    async def _counters_view(self, request: web.Request) -> web.StreamResponse:
+        body: dict[str, Any] = dict(self.counters.as_dict())
+        body["jobs_in_queue"] = self.board.queued
+        body["jobs_in_progress"] = self.board.running
+        return _json(200, body)

@@ -1,0 +1,53 @@
+"""Inputs for RunComfy models: typed and validated for Kling 3.0, plain dicts for the rest.
+
+Validation happens before anything is sent, so nothing is paid for a request
+the server would refuse. The rules are written once, for plain JSON bodies
+(:func:`validate_payload`); the typed classes, the client and the emulator all
+use them.
+
+- :class:`KlingImageToVideo`, :class:`KlingTextToVideo`: typed inputs that know
+  their model id and validate on construction;
+- :func:`validate_payload`, :func:`check_payload`: the rules, on a dict;
+- :func:`prepare_request`: what the client calls to turn its arguments into
+  ``(model_id, body)``;
+- :func:`estimate_cost`, :class:`PriceTable`: what a generation will cost.
+"""
+
+from ._cost import DEFAULT_PRICES, ModelPrice, PriceTable, estimate_cost
+from ._kling import (
+    AspectRatio,
+    Element,
+    KlingImageToVideo,
+    KlingTextToVideo,
+    MultiPromptSegment,
+    ShotType,
+)
+from ._request import ModelInput, model_input_class, prepare_request
+from ._validate import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    check_payload,
+    known_model_ids,
+    validate_payload,
+)
+
+__all__ = [
+    "DEFAULT_PRICES",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "AspectRatio",
+    "Element",
+    "KlingImageToVideo",
+    "KlingTextToVideo",
+    "ModelInput",
+    "ModelPrice",
+    "MultiPromptSegment",
+    "PriceTable",
+    "ShotType",
+    "check_payload",
+    "estimate_cost",
+    "known_model_ids",
+    "model_input_class",
+    "prepare_request",
+    "validate_payload",
+]
