@@ -94,15 +94,23 @@ def _error_fields(data: Any) -> tuple[int | None, str | None]:
         code = int(raw_code)
     message = data.get("error_message") or data.get("message")
     if not isinstance(message, str) or not message:
-        detail = data.get("detail")
-        if isinstance(detail, str):
-            message = detail
-        elif isinstance(detail, list) and detail:
-            message = "; ".join(_detail_item(d) for d in detail[:10])
-        elif isinstance(data.get("error"), str):
-            message = data["error"]
-        else:
-            message = None
+        message = None
+    detail = data.get("detail")
+    rendered: str | None = None
+    if isinstance(detail, str) and detail:
+        rendered = detail
+    elif isinstance(detail, list) and detail:
+        rendered = "; ".join(_detail_item(d) for d in detail[:10])
+        if len(detail) > 10:
+            rendered += f"; ... ({len(detail) - 10} more)"
+    if message is None:
+        message = rendered
+    elif rendered and rendered != message:
+        # A 422 says "invalid input" in its message and which field in its
+        # detail: the caller needs both.
+        message = f"{message}: {rendered}"
+    if message is None and isinstance(data.get("error"), str) and data["error"]:
+        message = data["error"]
     return code, message
 
 
@@ -168,11 +176,10 @@ def map_error(
         message = message or (f"non-JSON body: {body}" if body else "empty body")
     else:
         body = data
-    cls = _BY_STATUS.get(response.status)
+    by_status = _BY_STATUS.get(response.status)
     if code is not None and code in _BY_CODE and response.status not in (429,):
-        cls = _BY_CODE[code]
-    if cls is None:
-        cls = ServerError if response.status >= 500 else APIStatusError
+        by_status = _BY_CODE[code]
+    cls = by_status or (ServerError if response.status >= 500 else APIStatusError)
     kw: dict[str, Any] = {
         "status_code": response.status,
         "error_code": code,
@@ -210,6 +217,14 @@ class API:
             await self.budget.acquire(Priority.SUBMIT)
             try:
                 response = await self.transport.send(request)
+            except MalformedResponseError as exc:
+                # An answer came (too large to read): the job may exist.
+                raise SubmitOutcomeUnknown(
+                    f"submit to {model_id} got an unreadable answer ({exc}); a job may exist. "
+                    "It was not resubmitted, to avoid paying twice.",
+                    model_id=model_id,
+                    payload=dict(payload),
+                ) from exc
             except TransportError as exc:
                 if exc.request_sent:
                     raise SubmitOutcomeUnknown(
@@ -227,7 +242,7 @@ class API:
             if error is None:
                 self.budget.on_success()
                 try:
-                    return parse_submit(_decode(response.body), status_code=response.status)
+                    data = _decode(response.body)
                 except ValueError:
                     raise SubmitOutcomeUnknown(
                         f"submit to {model_id} was answered {response.status} with a body "
@@ -235,13 +250,18 @@ class API:
                         model_id=model_id,
                         payload=dict(payload),
                     ) from None
-                except MalformedResponseError as exc:
+                try:
+                    answer = parse_submit(data, status_code=response.status)
+                    # The id goes into every later URL: one we cannot use is no id.
+                    check_request_id(answer.request_id)
+                except (MalformedResponseError, ValueError) as exc:
                     raise SubmitOutcomeUnknown(
                         f"submit to {model_id} was accepted but the answer is unreadable ({exc}); "
                         "a job may exist",
                         model_id=model_id,
                         payload=dict(payload),
                     ) from exc
+                return answer
             retry_after = self._note_status(error)
             if error.status_code in _SUBMIT_REJECTED and not last:
                 logger.info("submit to %s rejected with %s; retrying", model_id, error.status_code)
@@ -303,7 +323,11 @@ class API:
 
     def _note_status(self, error: APIStatusError) -> float | None:
         if isinstance(error, RateLimitError):
-            self.budget.on_rate_limited(error.retry_after)
+            retry_after = error.retry_after
+            if retry_after is not None:
+                # One absurd Retry-After must not stall every request of the client.
+                retry_after = min(retry_after, self.retry.max_retry_after)
+            self.budget.on_rate_limited(retry_after)
             return error.retry_after
         self.budget.on_success()
         return None
@@ -363,7 +387,7 @@ class API:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def retryable_after(exc: BaseException) -> float | None | bool:
+def retryable_after(exc: BaseException) -> float | bool | None:
     """For a safe call: False if ``exc`` is final, else the server's Retry-After (or None)."""
     if isinstance(exc, RateLimitError):
         return exc.retry_after

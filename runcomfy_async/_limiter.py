@@ -17,7 +17,18 @@ import itertools
 import time
 from collections.abc import Callable
 
+from ._errors import ClientStateError
+
 __all__ = ["Priority", "RequestBudget"]
+
+
+def _loop_clock() -> float:
+    # The running loop's clock, so our pauses agree with its timers; outside a
+    # loop (construction time) the same monotonic clock asyncio uses.
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
 
 
 class Priority(enum.IntEnum):
@@ -58,13 +69,13 @@ class RequestBudget:
         rate: float | None = 50.0,
         *,
         min_rate: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._max_rate = rate
         self._rate = rate if rate is not None else float("inf")
         self._min_rate = min_rate
-        self._clock = clock
-        self._stamp = clock()
+        self._clock = clock or _loop_clock
+        self._stamp = self._clock()
         self._burst = self._burst_for(self._rate)
         self._tokens = self._burst
         self._paused_until = 0.0
@@ -78,7 +89,7 @@ class RequestBudget:
     def __repr__(self) -> str:
         return (
             f"<RequestBudget rate={self._rate:.2f}/s tokens={self._tokens:.1f} "
-            f"waiting={len(self._waiters)} limited={self.rate_limited}>"
+            f"waiting={self.waiting} limited={self.rate_limited}>"
         )
 
     @property
@@ -89,7 +100,8 @@ class RequestBudget:
     @property
     def waiting(self) -> int:
         """How many callers are waiting for a token."""
-        return len(self._waiters)
+        # Cancelled waiters stay in the heap until they reach its head: skip them.
+        return sum(1 for _, _, fut in self._waiters if not fut.done())
 
     @staticmethod
     def _burst_for(rate: float) -> float:
@@ -119,7 +131,7 @@ class RequestBudget:
         try:
             await fut
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
                 # We were granted a token but will not use it: give it back.
                 self._tokens = min(self._burst, self._tokens + 1.0)
                 self.granted -= 1
@@ -157,7 +169,9 @@ class RequestBudget:
         """Record an answer that was not a 429: win back rate, fast then slowly."""
         if self._max_rate is None and self._last_limited_rate is None:
             return
-        ceiling = self._max_rate if self._max_rate is not None else float("inf")
+        # Without a configured rate, the rate that drew the last 429 is the ceiling.
+        ceiling = self._max_rate if self._max_rate is not None else self._last_limited_rate
+        assert ceiling is not None
         if self._rate >= ceiling:
             return
         target = 0.9 * (self._last_limited_rate or ceiling)
@@ -197,11 +211,15 @@ class RequestBudget:
         self._tokens = min(self._tokens, self._burst)
 
     def close(self) -> None:
-        """Stop the timer and fail every waiter: the client is closing."""
+        """Stop the timer and fail every waiter with ClientStateError: the client is closing."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         for _, _, fut in self._waiters:
             if not fut.done():
-                fut.cancel()
+                # Not fut.cancel(): that would raise CancelledError in a caller's
+                # task that nobody cancelled.
+                fut.set_exception(
+                    ClientStateError("the client was closed while this request waited")
+                )
         self._waiters.clear()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from html import escape
 from typing import Any
 
@@ -237,8 +237,12 @@ def _make_converter() -> cattrs.Converter:
         Mapping[str, Any]: lambda v, _: v if isinstance(v, dict) else {},
         Any: lambda v, _: v,
     }
+
+    def _is(tp: Any) -> Callable[[Any], bool]:
+        return lambda t: bool(t == tp)
+
     for tp, hook in lenient.items():
-        conv.register_structure_hook_func(lambda t, tp=tp: t == tp, hook)
+        conv.register_structure_hook_func(_is(tp), hook)
 
     def _request_id(value: Any, _: Any) -> str:
         if not isinstance(value, str) or not value:
@@ -251,11 +255,12 @@ def _make_converter() -> cattrs.Converter:
         (Result, {}),
         (CancelOutcome, {"state": "status"}),
     ):
-        overrides = {"raw": override(omit=True)}
+        # The id hook goes on the field: a hook registered for ``str`` after
+        # these functions are generated would never be used by them.
+        overrides = {"raw": override(omit=True), "request_id": override(struct_hook=_request_id)}
         overrides.update({k: override(rename=v) for k, v in renames.items()})
         fn = make_dict_structure_fn(cls, conv, **overrides)  # type: ignore[arg-type]
         conv.register_structure_hook(cls, fn)
-    conv.register_structure_hook(str, _request_id)
     return conv
 
 

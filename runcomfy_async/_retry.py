@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -68,7 +69,8 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
     except ValueError:
         pass
     else:
-        return max(seconds, 0.0) if seconds == seconds else None  # NaN check
+        # NaN and infinity ("nan", "inf", "1e999") are garbage, not a wait.
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -25,7 +25,6 @@ import contextlib
 import heapq
 import itertools
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -74,7 +73,7 @@ class JobEvent:
     state: JobState
     queue_position: int | None = None
     error: BaseException | None = None
-    at: float = attrs.field(factory=time.monotonic)
+    at: float = attrs.field(factory=lambda: loop_time())
 
 
 Listener = Callable[[JobEvent], None]
@@ -89,6 +88,7 @@ class Tracked:
         "due",
         "earliest",
         "failures",
+        "in_cohort",
         "last_not_done",
         "last_state",
         "model_id",
@@ -117,6 +117,7 @@ class Tracked:
         self.not_found = 0
         self.checking = False
         self.parked = False
+        self.in_cohort = False
         self.outcome: Result | BaseException | None = None
         self.detected_at: float | None = None
         self.waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -139,18 +140,24 @@ class PollScheduler:
         policy: PollPolicy,
         *,
         include_cost: bool = False,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._api = api
         self.policy = policy
         self._include_cost = include_cost
-        self._clock = clock
+        # The loop's clock by default: the loop's timers then agree with our
+        # due times, and tests can run the scheduler on a virtual-time loop.
+        self._clock = clock or loop_time
         self._heap: list[tuple[float, int, Tracked]] = []
         self._seq = itertools.count()
         self._jobs: dict[str, Tracked] = {}
         self._models: dict[str, ModelLatency] = {}
-        self._parked: dict[str, collections.deque[Tracked]] = {}
+        # Per model with no success yet: the jobs probe rounds sample from.
+        self._cohort: dict[str, collections.deque[Tracked]] = {}
         self._probe_due: dict[str, float] = {}
+        # Per model, the newest (submitted, seen_at) of a job seen queued: with
+        # a FIFO queue, every job submitted after it was queued then too.
+        self._queued_mark: dict[str, tuple[float, float]] = {}
         self._listeners: list[Listener] = []
         self._slots = asyncio.Semaphore(policy.max_concurrent_checks)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -205,10 +212,14 @@ class PollScheduler:
         now = self._clock()
         t = Tracked(request_id, model_id, now if submitted is None else submitted)
         self._jobs[request_id] = t
-        minimum = self.latency(model_id).minimum()
+        model = self.latency(model_id)
+        minimum = model.minimum()
         if minimum is None:
             self._park(t, now)
         else:
+            if model.finished == 0:
+                # A prior is a belief: a few probes verify it until a job succeeds.
+                self._join_cohort(t)
             t.earliest = t.submitted + minimum
             self._push(
                 t, self.policy.next_check(now=now, submitted=t.submitted, earliest=t.earliest)
@@ -248,7 +259,7 @@ class PollScheduler:
                 ),
             )
         self._heap.clear()
-        self._parked.clear()
+        self._cohort.clear()
 
     # -- heap -------------------------------------------------------------------
 
@@ -261,12 +272,38 @@ class PollScheduler:
 
     def _peek(self) -> Tracked | None:
         heap = self._heap
+        now = -1.0
         while heap:
             due, seq, t = heap[0]
-            if t.seq == seq and not t.done and not t.checking:
-                return t
-            heapq.heappop(heap)  # stale entry: rescheduled, finished or parked since
+            if t.seq != seq or t.done or t.checking:
+                heapq.heappop(heap)  # stale entry: rescheduled, finished or parked since
+                continue
+            if self.policy.assume_fifo_queue and t.last_state is JobState.QUEUED:
+                if now < 0:
+                    now = self._clock()
+                if due <= now and self._infer_queued(t, now):
+                    continue  # rescheduled without spending a request
+            return t
         return None
+
+    def _infer_queued(self, t: Tracked, now: float) -> bool:
+        """Reschedule ``t`` if an older job of its model was seen queued since ``t``'s last check."""
+        mark = self._queued_mark.get(t.model_id)
+        if mark is None:
+            return False
+        submitted, seen_at = mark
+        if submitted > t.submitted or seen_at <= t.last_not_done:
+            return False
+        minimum = self.latency(t.model_id).minimum()
+        if minimum is None:
+            return False
+        t.last_not_done = seen_at
+        t.earliest = max(t.earliest or 0.0, seen_at + minimum)
+        due = self.policy.next_check(now=seen_at, submitted=t.submitted, earliest=t.earliest)
+        if due <= now:
+            return False
+        self._push(t, due)
+        return True
 
     def _poke(self) -> None:
         wake = self._wake
@@ -283,11 +320,15 @@ class PollScheduler:
 
     def _park(self, t: Tracked, now: float) -> None:
         # Parking drops the job's heap entry (a new seq makes it stale); the job
-        # waits in its model's queue for a probe round or for the model to learn.
+        # waits in its model's cohort for a probe round or for the model to learn.
         t.seq = next(self._seq)
-        if not t.parked:
-            t.parked = True
-            self._parked.setdefault(t.model_id, collections.deque()).append(t)
+        t.parked = True
+        self._join_cohort(t)
+
+    def _join_cohort(self, t: Tracked) -> None:
+        if not t.in_cohort:
+            t.in_cohort = True
+            self._cohort.setdefault(t.model_id, collections.deque()).append(t)
         if t.model_id not in self._probe_due:
             self._probe_due[t.model_id] = t.submitted + self.policy.scaled(
                 self.policy.probe_first_check
@@ -295,61 +336,75 @@ class PollScheduler:
             self._poke()
 
     def _unpark(self, t: Tracked) -> None:
-        # Lazy: the queue drops it when a probe round or the learning meets it.
+        # Lazy: the cohort drops it when a probe round or the learning meets it.
         t.parked = False
+        t.in_cohort = False
 
     def _run_probes(self, now: float) -> float | None:
         """Dispatch due probe rounds; return when the next one is due."""
         next_due: float | None = None
         for model_id, due in list(self._probe_due.items()):
-            queue = self._parked.get(model_id)
-            while queue and (queue[0].done or not queue[0].parked):
+            queue = self._cohort.get(model_id)
+            while queue and (queue[0].done or not queue[0].in_cohort):
                 queue.popleft()
             if not queue:
-                self._parked.pop(model_id, None)
+                self._cohort.pop(model_id, None)
                 del self._probe_due[model_id]
                 continue
             if due <= now:
+                unknown = self.latency(model_id).minimum() is None
+                per_round = (
+                    self.policy.probes_per_round if unknown else self.policy.verify_probes_per_round
+                )
                 oldest = queue[0].submitted
                 sampled = 0
                 for _ in range(len(queue)):
-                    if sampled >= self.policy.probes_per_round:
+                    if sampled >= per_round:
                         break
                     t = queue.popleft()
-                    if t.done or not t.parked:
+                    if t.done or not t.in_cohort:
                         continue
                     queue.append(t)  # rotate: each round samples other jobs
                     oldest = min(oldest, t.submitted)
-                    if not t.checking:
-                        t.seq = next(self._seq)
-                        t.due = now
-                        heapq.heappush(self._heap, (now, t.seq, t))
-                        sampled += 1
+                    if t.checking or (not t.parked and t.due <= now):
+                        continue  # it is being checked, or will be right away
+                    t.seq = next(self._seq)
+                    t.due = now
+                    heapq.heappush(self._heap, (now, t.seq, t))
+                    sampled += 1
                 due = self.policy.next_check(now=now, submitted=oldest, earliest=None)
                 self._probe_due[model_id] = due
             next_due = due if next_due is None else min(next_due, due)
         return next_due
 
+    def _end_probing(self, model_id: str, now: float) -> None:
+        """A job of the model succeeded: stop probing, schedule every parked job."""
+        cohort = self._cohort.pop(model_id, None)
+        self._probe_due.pop(model_id, None)
+        minimum = self.latency(model_id).minimum()
+        if not cohort or minimum is None:
+            return
+        for t in cohort:
+            if t.done or not t.in_cohort:
+                continue
+            t.in_cohort = False
+            if not t.parked:
+                continue
+            t.parked = False
+            t.earliest = t.submitted + minimum
+            # Jobs already past the minimum may have finished: check them now.
+            due = (
+                now
+                if t.earliest <= now
+                else self.policy.next_check(now=now, submitted=t.submitted, earliest=t.earliest)
+            )
+            self._push(t, due)
+
     def _learned(self, model_id: str, now: float) -> None:
-        """The model's minimum moved: reschedule its parked and waiting jobs."""
+        """The model's minimum moved: bring forward jobs scheduled from a higher one."""
         minimum = self.latency(model_id).minimum()
         if minimum is None:
             return
-        parked = self._parked.pop(model_id, None)
-        self._probe_due.pop(model_id, None)
-        if parked:
-            for t in parked:
-                if t.done or not t.parked:
-                    continue
-                t.parked = False
-                t.earliest = t.submitted + minimum
-                # Jobs already past the minimum may have finished: check them now.
-                due = (
-                    now
-                    if t.earliest <= now
-                    else self.policy.next_check(now=now, submitted=t.submitted, earliest=t.earliest)
-                )
-                self._push(t, due)
         # Jobs scheduled from a too-high prior may be finished long before
         # their due time: bring them forward (never push anyone later).
         for t in self._jobs.values():
@@ -494,13 +549,19 @@ class PollScheduler:
         if state is JobState.QUEUED:
             # Not started yet: it cannot finish before a full run from now.
             t.earliest = max(t.earliest, now + minimum)
+            mark = self._queued_mark.get(t.model_id)
+            if mark is None or mark[1] < now:
+                self._queued_mark[t.model_id] = (t.submitted, now)
         self._push(t, self.policy.next_check(now=now, submitted=t.submitted, earliest=t.earliest))
 
     def _observe(self, t: Tracked, result: Result, now: float) -> None:
         duration = _server_duration(result)
         if duration is None or duration > now - t.submitted + 5.0:
             duration = t.last_not_done - t.submitted  # a lower bound we are sure of
-        if self.latency(t.model_id).observe(duration):
+        moved = self.latency(t.model_id).observe(duration)
+        if t.model_id in self._cohort:
+            self._end_probing(t.model_id, now)
+        if moved:
             self._learned(t.model_id, now)
 
     def _on_not_found(self, t: Tracked, exc: NotFoundError) -> None:
@@ -557,6 +618,11 @@ class PollScheduler:
                 listener(event)
             except Exception:
                 logger.exception("a job event listener failed")
+
+
+def loop_time() -> float:
+    """The running event loop's clock (``time.monotonic`` for asyncio's loops)."""
+    return asyncio.get_running_loop().time()
 
 
 def _transient(exc: APIStatusError) -> bool:

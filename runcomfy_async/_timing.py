@@ -46,9 +46,12 @@ class PollPolicy:
       fraction of its age, and never later than ``max_lag``.
     - ``min_interval``: never check one job more often than this.
     - ``priors``: model id -> minimum plausible duration, used until learned.
-    - ``probe_first_check``, ``probes_per_round``: for a model with no prior,
-      the first probe comes this long after submit, and each probe round checks
-      this many of the model's waiting jobs.
+    - ``probe_first_check``, ``probes_per_round``: until a model has a
+      success, probe rounds check a few of its jobs early, rotating through
+      them: the first round this long after submit, then geometrically. For a
+      model with no prior this many jobs a round (the rest wait for what the
+      probes learn); ``verify_probes_per_round`` for a model with a prior, to
+      catch a prior that is too high.
     - ``learn_after``: how many finished jobs before the learned minimum
       replaces the prior.
     - ``max_concurrent_checks``: checks in flight at once.
@@ -58,6 +61,10 @@ class PollPolicy:
       fails with the last error.
     - ``not_found_confirmations``: how many 404 answers in a row before the
       job fails with NotFoundError (a fresh id may briefly be unknown).
+    - ``assume_fifo_queue``: the server runs each model's queued jobs in
+      submit order (it reports a ``queue_position``), so a job cannot have
+      started while an older job of its model was still queued; one check of
+      the oldest queued job then stands for every younger one.
     - ``time_scale``: multiplies every duration above (priors too); the
       emulator's ``time_scale`` goes here so tests run in milliseconds.
     """
@@ -68,12 +75,14 @@ class PollPolicy:
     priors: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_PRIORS))
     probe_first_check: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     probes_per_round: int = attrs.field(default=12, validator=attrs.validators.ge(1))
+    verify_probes_per_round: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     learn_after: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     max_concurrent_checks: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     backoff_initial: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     backoff_max: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
     max_check_failures: int = attrs.field(default=20, validator=attrs.validators.ge(1))
     not_found_confirmations: int = attrs.field(default=2, validator=attrs.validators.ge(1))
+    assume_fifo_queue: bool = True
     time_scale: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
 
     def scaled(self, seconds: float) -> float:

@@ -176,6 +176,9 @@ class AiohttpTransport:
 
     async def send(self, request: Request) -> Response:
         """Send one request to the API origin and read its (size-capped) body."""
+        if not request.path.startswith("/"):
+            # base_url + "@other.host/..." would send the token to another origin.
+            raise ValueError(f"request path must start with '/', got {request.path!r}")
         session = self._get_session()
         headers = {}
         if self._token is not None:
@@ -190,15 +193,10 @@ class AiohttpTransport:
                 headers=headers,
                 allow_redirects=False,
             ) as resp:
-                body = await resp.content.read(self._max_body + 1)
-                if len(body) > self._max_body:
-                    raise MalformedResponseError(
-                        f"response body larger than {self._max_body} bytes", status_code=resp.status
-                    )
                 return Response(
                     status=resp.status,
                     headers={k.lower(): v for k, v in resp.headers.items()},
-                    body=body,
+                    body=await self._read_body(resp),
                 )
         except aiohttp.ConnectionTimeoutError as exc:
             raise RequestTimeoutError(
@@ -218,6 +216,22 @@ class AiohttpTransport:
                 f"connection failed during {request.method} {request.path}: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        # StreamReader.read(n) returns what has arrived so far, not n bytes:
+        # read until EOF, stopping as soon as the cap is passed.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await resp.content.read(self._max_body + 1 - size)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self._max_body:
+                raise MalformedResponseError(
+                    f"response body larger than {self._max_body} bytes", status_code=resp.status
+                )
 
     async def aclose(self) -> None:
         """Close the session and its connections. Idempotent."""

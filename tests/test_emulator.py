@@ -10,7 +10,7 @@ import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ STANDARD_BODY = {"prompt": "a cat", "start_image_url": "https://example.com/cat.
 PRO_BODY = {"prompt": "a dog"}
 SLOW = 1.0  # time_scale at which a job takes a minute or more: it stays put during a test
 FAST = 0.0001  # time_scale at which a job takes about 10 ms
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -154,7 +155,7 @@ async def test_result_of_a_success_has_output_on_storage_and_utc_times(
     assert body["output"] == {"video": f"{emulator.storage_url}/outputs/{rid}/output.mp4"}
     created = datetime.fromisoformat(body["created_at"].replace("Z", "+00:00"))
     finished = datetime.fromisoformat(body["finished_at"].replace("Z", "+00:00"))
-    assert created.utcoffset() is not None and created.utcoffset().total_seconds() == 0
+    assert created.utcoffset() == timedelta(0)
     assert created <= finished
 
 
@@ -206,7 +207,10 @@ async def test_cancel_queued_job_cancels_it(
     await submit(http, emu)
     rid = (await submit(http, emu))["request_id"]
     status, body = await call(http, emu, "POST", f"/v1/requests/{rid}/cancel")
-    assert (status, body) == (202, {"request_id": rid, "status": "cancelled", "outcome": "cancelled"})
+    assert (status, body) == (
+        202,
+        {"request_id": rid, "status": "cancelled", "outcome": "cancelled"},
+    )
     assert emu.job(rid).state == "cancelled"
     assert emu.job(rid).finished is not None
     _, result = await call(http, emu, "GET", f"/v1/requests/{rid}/result")
@@ -314,9 +318,7 @@ async def test_unknown_request_id_is_404_404001(
     assert (status, body["error_code"]) == (404, 404001)
 
 
-async def test_unknown_model_is_400_400001(
-    emulator: Emulator, http: aiohttp.ClientSession
-) -> None:
+async def test_unknown_model_is_400_400001(emulator: Emulator, http: aiohttp.ClientSession) -> None:
     status, body = await call(http, emulator, "POST", "/v1/models/acme/unknown", json=PRO_BODY)
     assert (status, body["error_code"]) == (400, 400001)
     assert "acme/unknown" in body["error_message"]
@@ -397,14 +399,17 @@ async def test_queued_jobs_start_as_workers_free_up(
     rids = [(await submit(http, emu))["request_id"] for _ in range(8)]
     await wait_until(lambda: all(emu.job(r).terminal for r in rids))
     jobs = [emu.job(r) for r in rids]
-    starts = [j.started for j in jobs]
-    assert starts == sorted(starts)  # FIFO
-    for job in jobs:
-        assert job.created <= job.started <= job.finished  # type: ignore[operator]
+    spans = [(j.created, j.started, j.finished) for j in jobs]
+    starts = [start for _, start, _ in spans if start is not None]
+    assert len(starts) == 8 and starts == sorted(starts)  # FIFO
+    events: list[tuple[float, int]] = []
+    for created, started, finished in spans:
+        assert started is not None and finished is not None
+        assert created <= started <= finished
+        events += [(started, 1), (finished, -1)]
     # never more than two at once
-    events = sorted([(j.started, 1) for j in jobs] + [(j.finished, -1) for j in jobs])
     running = peak = 0
-    for _, delta in events:
+    for _, delta in sorted(events):
         running += delta
         peak = max(peak, running)
     assert peak <= 2
@@ -429,7 +434,7 @@ async def test_thousands_of_jobs_go_through_quickly(
     async def one(i: int) -> str:
         model = KLING_PRO_T2V if i % 2 else KLING_STANDARD_I2V
         body = PRO_BODY if i % 2 else STANDARD_BODY
-        return (await submit(http, emu, model, body))["request_id"]
+        return str((await submit(http, emu, model, body))["request_id"])
 
     rids = await asyncio.gather(*(one(i) for i in range(2000)))
     assert len(set(rids)) == 2000
@@ -459,7 +464,9 @@ async def test_rate_429_answers_with_retry_after(
 async def test_server_errors_answer_json(
     make_emulator: MakeEmulator, http: aiohttp.ClientSession, code: int
 ) -> None:
-    emu = await make_emulator(faults=Faults(**{f"rate_{code}": 1.0}))
+    faults = Faults()
+    setattr(faults, f"rate_{code}", 1.0)
+    emu = await make_emulator(faults=faults)
     status, body = await call(http, emu, "GET", "/v1/requests/x/status")
     assert status == code
     assert isinstance(body, dict) and body["error_message"]
@@ -764,7 +771,7 @@ def test_faults_validate_their_settings() -> None:
 
 
 async def test_cli_serves_until_interrupted(http: aiohttp.ClientSession) -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -800,3 +807,12 @@ async def test_cli_serves_until_interrupted(http: aiohttp.ClientSession) -> None
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_cli_rejects_an_unknown_fault(capsys: pytest.CaptureFixture[str]) -> None:
+    from runcomfy_async.emulator import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--fault", "bogus=1"])
+    assert exit_info.value.code == 2
+    assert "fail_rate" in capsys.readouterr().err

@@ -54,9 +54,9 @@ def _fault(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"{name} needs a number, got {raw!r}") from None
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m runcomfy_async.emulator",
+        prog=prog or "python -m runcomfy_async.emulator",
         description="Serve a local RunComfy Model API (an emulator) until Ctrl-C.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
@@ -80,9 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 after Ctrl-C or SIGTERM)."""
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 after Ctrl-C or SIGTERM).
+
+    ``argv`` defaults to ``sys.argv[1:]``; ``prog`` names the command in
+    ``--help`` (e.g. ``"runcomfy-async emulator"`` when another CLI wraps it).
+    """
+    args = _parser(prog).parse_args(argv)
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,

@@ -56,7 +56,8 @@ class Faults:
 
     - ``slow_rate`` / ``slow_seconds``: wait before answering (then go on);
     - ``rps_limit`` (requests per second per token, burst ``rps_burst``,
-      default ``max(1, rps_limit)``): beyond it, 429 with ``Retry-After``;
+      default ``max(1, rps_limit)``): beyond it, 429 with ``Retry-After`` in
+      whole seconds (at least 1, as HTTP wants);
     - ``rate_429`` with ``retry_after`` seconds in the ``Retry-After`` header;
     - ``rate_500``, ``rate_502``, ``rate_503``: that status, with an HTML
       gateway page instead of a JSON body for a share ``html_rate`` of them;

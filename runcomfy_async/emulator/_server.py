@@ -68,7 +68,7 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         storage_port: int = 0,
-        vocabulary: Literal["mixed", "documented"] | str = "mixed",
+        vocabulary: str = "mixed",
     ) -> None:
         tokens = (token,) if isinstance(token, str) else tuple(token)
         if not tokens or not all(isinstance(t, str) and t for t in tokens):
@@ -212,13 +212,13 @@ class Emulator:
         if self._state == "closed":
             return
         self._state = "closed"
-        self._closing.set()
+        self._closing.set()  # wakes delayed answers, so the servers' shutdown is quick
         await self._cancel_restore()
-        self._board.close()
         for runner in (self._api_runner, self._storage_runner):
             if runner is not None:
                 await runner.cleanup()
         self._api_site = None
+        self._board.close()  # last: no handler is left to start a job
 
     async def __aenter__(self) -> Emulator:
         await self.start()

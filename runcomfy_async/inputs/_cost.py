@@ -59,7 +59,9 @@ class PriceTable:
     replaced. Raises ``TypeError`` / ``ValueError`` on a malformed price.
     """
 
-    prices: Mapping[str, ModelPrice] = attrs.field(converter=_to_prices, hash=False)
+    prices: Mapping[str, ModelPrice] = attrs.field(
+        converter=_to_prices, hash=False, repr=lambda prices: repr(dict(prices))
+    )
 
     def get(self, model_id: str) -> ModelPrice | None:
         """The prices of ``model_id``, or None when the table has none."""

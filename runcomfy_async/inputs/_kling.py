@@ -234,8 +234,10 @@ def _field_order(cls: type[Any]) -> Callable[[ValidationProblem], tuple[int, int
         head = _PATH_HEAD.match(problem.path)
         if head is None:
             return (-1, 0)  # the body as a whole
-        index = head.group(2)
-        return (rank.get(head.group(1), len(rank)), int(index) if index else -1)
+        name, index = head.group(1), head.group(2)
+        # list items in list order; anything else keeps the order it was found in
+        at = int(index) if index and name in _NESTED else -1
+        return (rank.get(name, len(rank)), at)
 
     return key
 

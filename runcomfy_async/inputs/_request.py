@@ -67,7 +67,8 @@ def prepare_request(
     Raises :class:`InputValidationError` listing every problem (a bad model id
     under path ``model_id``), and ``TypeError`` for a wrong call shape: a typed
     input *and* a payload, a model id without a payload, a payload that is not
-    a mapping, or something that is neither a model id nor a ModelInput.
+    a mapping, an input class instead of an instance, or something that is
+    neither a model id nor a ModelInput.
     """
     if isinstance(model_or_input, str):
         if payload is None:
@@ -80,6 +81,9 @@ def prepare_request(
         model_id = model_or_input
         body: Mapping[str, Any] = payload
         check = validate
+    elif isinstance(model_or_input, type):
+        # the class itself passes the protocol check, but has no payload yet
+        raise TypeError(f"pass an instance of {model_or_input.__name__}, not the class")
     elif isinstance(model_or_input, ModelInput):
         if payload is not None:
             raise TypeError(

@@ -406,7 +406,7 @@ def validate_payload(
         else:
             report.add(PAYLOAD_PATH, payload, "must be an object (a mapping of field names)")
         return report.problems
-    body = _check_object("", payload, rules.fields, rules.required, model_id, report)
+    body = _check_object("", payload, rules.fields, rules.required, "this model", report)
     if body is not None:
         _check_segment_sum(rules, body, report)
     return report.problems

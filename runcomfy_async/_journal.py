@@ -1,0 +1,436 @@
+"""The batch journal: a durable record of every job of a batch, in SQLite.
+
+It lives in the output directory (``DIR/.runcomfy-journal.sqlite3``) and says,
+for each job id, how far the job got::
+
+    planned ─▶ submitting ─▶ submitted ─▶ finished ─▶ downloaded
+                   │              │
+                   ▼              ▼
+                unknown        failed / cancelled
+
+``submitting`` is committed *before* the paid POST is sent and the request id
+right after the answer, so a crash anywhere leaves either a request id to
+resume (``client.track``) or a ``submitting`` row that is honestly an unknown
+outcome, never a job we could submit twice by accident.
+
+Durability: WAL with ``synchronous=FULL`` (each commit is fsynced before the
+caller goes on). The connection lives in one dedicated thread and every call
+is handed to it, so the event loop never waits on the disk. Calls that arrive
+while a commit is in progress are grouped into the next transaction (group
+commit): each caller still resumes only once its own write is durable, but a
+hundred jobs finishing together cost one fsync, not a hundred.
+
+The connection holds SQLite's lock for its whole life (``locking_mode=
+EXCLUSIVE``), so two runs cannot share one output directory; the operating
+system drops the lock when a process dies, even by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+
+from ._errors import RunComfyError
+
+__all__ = ["JOURNAL_NAME", "Journal", "JournalError", "JournalRow", "JournalState"]
+
+JOURNAL_NAME = ".runcomfy-journal.sqlite3"
+"""The journal's file name inside the output directory."""
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id            TEXT PRIMARY KEY,
+    line          INTEGER NOT NULL,
+    model         TEXT NOT NULL,
+    input         TEXT NOT NULL,
+    entry_hash    TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    request_id    TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    error         TEXT,
+    result        TEXT,
+    files         TEXT,
+    submitted_at  REAL,
+    finished_at   REAL,
+    downloaded_at REAL,
+    updated_at    REAL NOT NULL
+);
+"""
+_T = TypeVar("_T")
+Op = Callable[[sqlite3.Connection], Any]
+
+
+class JournalError(RunComfyError):
+    """The journal cannot be used: locked by another run, unreadable, or from a newer version."""
+
+
+class JournalState(str, enum.Enum):
+    """How far one job of a batch got (see the module docstring for the transitions)."""
+
+    PLANNED = "planned"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    FINISHED = "finished"
+    DOWNLOADED = "downloaded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+
+@attrs.frozen
+class JournalRow:
+    """One job as the journal last recorded it. Times are Unix timestamps."""
+
+    id: str
+    line: int
+    model: str
+    input: Mapping[str, Any] = attrs.field(repr=False)
+    entry_hash: str = attrs.field(repr=False)
+    state: JournalState = JournalState.PLANNED
+    request_id: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    result: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
+    files: Sequence[Mapping[str, Any]] = attrs.field(factory=tuple, repr=False)
+    submitted_at: float | None = attrs.field(default=None, repr=False)
+    finished_at: float | None = attrs.field(default=None, repr=False)
+    downloaded_at: float | None = attrs.field(default=None, repr=False)
+    updated_at: float = attrs.field(default=0.0, repr=False)
+
+
+_COLUMNS = tuple(f.name for f in attrs.fields(JournalRow))
+_JSON_COLUMNS = frozenset({"input", "result", "files"})
+_UPDATABLE = frozenset(_COLUMNS) - {"id", "updated_at"}
+
+
+def _row(values: Sequence[Any]) -> JournalRow:
+    data = dict(zip(_COLUMNS, values))
+    for name in _JSON_COLUMNS:
+        raw = data[name]
+        data[name] = json.loads(raw) if raw is not None else None
+    data["state"] = JournalState(data["state"])
+    data["files"] = tuple(data["files"] or ())
+    return JournalRow(**data)
+
+
+def _encode(name: str, value: Any) -> Any:
+    if name == "state":
+        return JournalState(value).value
+    if name in _JSON_COLUMNS:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+    return value
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class Journal:
+    """The journal of one output directory; open it with :meth:`open`, close with :meth:`aclose`.
+
+    Every coroutine returns once its write is committed and fsynced. Raises
+    :class:`JournalError` when another process holds the journal.
+    ``cpu_seconds`` is the CPU time the journal's thread spent on calls (what
+    a benchmark compares with the process's CPU time).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runcomfy-journal")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+        self.cpu_seconds = 0.0
+        self.calls = 0
+        self.commits = 0
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Journal {self.path} {state} calls={self.calls} commits={self.commits}>"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, out_dir: str | os.PathLike[str]) -> Journal:
+        """Open (or create) the journal in ``out_dir`` (created too) and take its lock."""
+        path = Path(out_dir) / JOURNAL_NAME
+        journal = cls(path)
+        try:
+            await journal._call_direct(journal._connect)
+        except BaseException:
+            await journal._shutdown()
+            raise
+        return journal
+
+    def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=0.5, isolation_level=None)
+        try:
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise JournalError(f"cannot put the journal {self.path} in WAL mode ({mode})")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)  # commits on its own: before our transaction
+            # The first write takes the exclusive lock, held until we close.
+            conn.execute("BEGIN IMMEDIATE")
+            found = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if found is None:
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(_SCHEMA_VERSION),)
+                )
+            elif int(found[0]) > _SCHEMA_VERSION:
+                raise JournalError(
+                    f"the journal {self.path} was written by a newer runcomfy-async "
+                    f"(schema {found[0]}); upgrade to resume this batch"
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('opened_at', ?)",
+                (repr(time.time()),),
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.close()
+            if _is_locked(exc):
+                raise JournalError(
+                    f"another run is using {self.path.parent} (its journal is locked); "
+                    "wait for it to finish or stop it first"
+                ) from None
+            raise JournalError(f"cannot open the journal {self.path}: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    async def aclose(self) -> None:
+        """Finish pending writes, close the database and stop the thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        flusher = self._flusher
+        if flusher is not None:
+            await asyncio.shield(flusher)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        def close() -> None:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+        try:
+            await self._call_direct(close)
+        finally:
+            # The worker is idle now: joining it returns at once.
+            self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> Journal:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- the thread ------------------------------------------------------------------
+
+    async def _call_direct(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` in the journal's thread, outside any batch."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._timed, fn)
+
+    def _timed(self, fn: Callable[[], _T]) -> _T:
+        start = time.thread_time()
+        try:
+            return fn()
+        finally:
+            self.cpu_seconds += time.thread_time() - start
+
+    async def _call(self, op: Op) -> Any:
+        if self._closed:
+            raise JournalError("the journal is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((op, fut))
+        self.calls += 1
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush(), name="runcomfy-async journal")
+        # The write goes on even if our caller is cancelled: the journal must
+        # not depend on who was still waiting.
+        return await asyncio.shield(fut)
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                outcomes = await loop.run_in_executor(
+                    self._executor, self._timed, lambda b=batch: self._run_batch([op for op, _ in b])
+                )
+            except BaseException as exc:  # the executor itself failed
+                outcomes = [(False, exc)] * len(batch)
+            for (_, fut), (ok, value) in zip(batch, outcomes):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+
+    def _run_batch(self, ops: list[Op]) -> list[tuple[bool, Any]]:
+        conn = self._conn
+        if conn is None:
+            return [(False, JournalError("the journal is closed"))] * len(ops)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            values = [op(conn) for op in ops]
+            conn.execute("COMMIT")
+            self.commits += 1
+            return [(True, v) for v in values]
+        except Exception:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        # One call failed: run each alone, so only the guilty one fails.
+        outcomes: list[tuple[bool, Any]] = []
+        for op in ops:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                value = op(conn)
+                conn.execute("COMMIT")
+                self.commits += 1
+                outcomes.append((True, value))
+            except Exception as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    exc = JournalError(f"journal write failed: {exc}")
+                outcomes.append((False, exc))
+        return outcomes
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def rows(self) -> dict[str, JournalRow]:
+        """Every job recorded, by id, in manifest line order."""
+        return await self._call(_select_all)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def read(out_dir: str | os.PathLike[str]) -> dict[str, JournalRow] | None:
+        """Read a journal without locking or changing it (blocking: call it in a thread).
+
+        None when ``out_dir`` has no journal; raises :class:`JournalError` when
+        a run holds it.
+        """
+        path = Path(out_dir) / JOURNAL_NAME
+        if not path.is_file():
+            return None
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0.5)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {path}: {exc}") from None
+        try:
+            return _select_all(conn)
+        except sqlite3.Error as exc:
+            if _is_locked(exc):
+                raise JournalError(f"a run is using {path.parent} right now") from None
+            raise JournalError(f"cannot read the journal {path}: {exc}") from None
+        finally:
+            conn.close()
+
+    # -- writing ---------------------------------------------------------------------
+
+    async def plan(self, entries: Iterable[tuple[str, int, str, Mapping[str, Any], str]]) -> None:
+        """Record jobs ``(id, line, model, input, entry_hash)`` as planned where new.
+
+        A job already recorded keeps its state; only its line number follows
+        the manifest.
+        """
+        now = time.time()
+        items = list(entries)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO jobs(id, line, model, input, entry_hash, state, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, 'planned', ?) "
+                "ON CONFLICT(id) DO UPDATE SET line=excluded.line",
+                [
+                    (i, line, model, json.dumps(dict(payload), separators=(",", ":")), h, now)
+                    for i, line, model, payload, h in items
+                ],
+            )
+
+        await self._call(op)
+
+    async def replan(self, job_id: str, model: str, payload: Mapping[str, Any], digest: str) -> None:
+        """Replace a job's model and input and start it over (its line changed)."""
+        await self.update(
+            job_id,
+            model=model,
+            input=dict(payload),
+            entry_hash=digest,
+            state=JournalState.PLANNED,
+            request_id=None,
+            error=None,
+            result=None,
+            files=None,
+            submitted_at=None,
+            finished_at=None,
+            downloaded_at=None,
+        )
+
+    async def update(self, job_id: str, **fields: Any) -> None:
+        """Set some columns of one job (names as in :class:`JournalRow`)."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not journal columns: {sorted(unknown)}")
+        names = sorted(fields)
+        now = time.time()
+
+        def op(conn: sqlite3.Connection) -> None:
+            sets = ", ".join(f"{n}=?" for n in names)
+            values = [_encode(n, fields[n]) for n in names]
+            cur = conn.execute(
+                f"UPDATE jobs SET {sets}, updated_at=? WHERE id=?", (*values, now, job_id)
+            )
+            if cur.rowcount != 1:
+                raise JournalError(f"job {job_id!r} is not in the journal")
+
+        await self._call(op)
+
+    async def update_where_state(
+        self, state: JournalState, new_state: JournalState, *, error: str
+    ) -> list[str]:
+        """Move every job in ``state`` to ``new_state`` with ``error``; return their ids."""
+        now = time.time()
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM jobs WHERE state=? ORDER BY line", (state.value,)
+                )
+            ]
+            conn.execute(
+                "UPDATE jobs SET state=?, error=?, updated_at=? WHERE state=?",
+                (new_state.value, error, now, state.value),
+            )
+            return ids
+
+        return await self._call(op)  # type: ignore[no-any-return]
+
+
+def _select_all(conn: sqlite3.Connection) -> dict[str, JournalRow]:
+    cols = ", ".join(_COLUMNS)
+    cur = conn.execute(f"SELECT {cols} FROM jobs ORDER BY line, id")
+    return {row.id: row for row in map(_row, cur.fetchall())}

@@ -1,0 +1,242 @@
+"""The request budget: token bucket, priorities, 429 adaptation, cancellation.
+
+Most tests run on a fake clock. The budget wakes its waiters with one loop
+timer; :func:`fire` runs that wake-up at once (instead of after real time),
+so the tests decide exactly when "time" passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from runcomfy_async import ClientStateError, RequestBudget
+from runcomfy_async._limiter import Priority
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def fire(budget: RequestBudget) -> None:
+    """Run the budget's pending wake-up now, as its timer would."""
+    timer = budget._timer
+    if timer is not None:
+        timer.cancel()
+    budget._wake()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def drain(budget: RequestBudget) -> None:
+    """Take every token available right now."""
+    while True:
+        task = asyncio.ensure_future(budget.acquire())
+        await settle()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+async def test_grants_a_burst_then_makes_callers_wait(clock: FakeClock) -> None:
+    budget = RequestBudget(3.0, clock=clock)
+    for _ in range(3):
+        await asyncio.wait_for(budget.acquire(), 1.0)
+    waiter = asyncio.ensure_future(budget.acquire())
+    await settle()
+    assert not waiter.done() and budget.waiting == 1
+    fire(budget)  # no time has passed: still no token
+    await settle()
+    assert not waiter.done()
+    clock.advance(1 / 3)
+    fire(budget)
+    await settle()
+    assert waiter.done() and budget.granted == 4
+    budget.close()
+
+
+async def test_submits_are_served_before_cancels_before_checks(clock: FakeClock) -> None:
+    budget = RequestBudget(1.0, clock=clock)
+    await drain(budget)
+    order: list[str] = []
+
+    async def take(name: str, priority: Priority) -> None:
+        await budget.acquire(priority)
+        order.append(name)
+
+    tasks = [
+        asyncio.ensure_future(take("check-1", Priority.CHECK)),
+        asyncio.ensure_future(take("check-2", Priority.CHECK)),
+        asyncio.ensure_future(take("cancel", Priority.CANCEL)),
+        asyncio.ensure_future(take("submit", Priority.SUBMIT)),
+    ]
+    await settle()
+    assert budget.waiting == 4
+    for _ in tasks:
+        clock.advance(1.0)
+        fire(budget)
+        await settle()
+    assert order == ["submit", "cancel", "check-1", "check-2"]
+    budget.close()
+
+
+async def test_real_timer_wakes_waiters_without_help() -> None:
+    budget = RequestBudget(100.0)  # burst 100, then one token every 10 ms
+    await drain(budget)
+    await asyncio.wait_for(asyncio.gather(*(budget.acquire() for _ in range(3))), 2.0)
+    budget.close()
+
+
+async def test_waiter_cancelled_while_waiting_takes_no_token(clock: FakeClock) -> None:
+    budget = RequestBudget(1.0, clock=clock)
+    await drain(budget)
+    granted = budget.granted
+    gone = asyncio.ensure_future(budget.acquire())
+    await settle()
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    stays = asyncio.ensure_future(budget.acquire(Priority.CHECK))
+    await settle()
+    clock.advance(1.0)
+    fire(budget)
+    await settle()
+    assert stays.done() and budget.granted == granted + 1
+    assert budget.waiting == 0
+    budget.close()
+
+
+async def test_waiter_cancelled_after_its_grant_gives_the_token_back(clock: FakeClock) -> None:
+    budget = RequestBudget(1.0, clock=clock)
+    await drain(budget)
+    granted = budget.granted
+    waiter = asyncio.ensure_future(budget.acquire())
+    await settle()
+    clock.advance(1.0)
+    fire(budget)  # the token is handed to the waiter...
+    waiter.cancel()  # ...which is cancelled before it could resume
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert budget.granted == granted
+    # The token is still there: the next caller gets it without any time passing.
+    await asyncio.wait_for(budget.acquire(), 0.5)
+    assert budget.granted == granted + 1
+    budget.close()
+
+
+async def test_close_fails_waiters_with_client_state_error(clock: FakeClock) -> None:
+    budget = RequestBudget(1.0, clock=clock)
+    await drain(budget)
+    waiter = asyncio.ensure_future(budget.acquire())
+    await settle()
+    budget.close()
+    # Not CancelledError: nobody cancelled the caller's task.
+    with pytest.raises(ClientStateError):
+        await waiter
+    assert budget.waiting == 0
+
+
+async def test_429_halves_the_rate_and_pauses_for_retry_after(clock: FakeClock) -> None:
+    budget = RequestBudget(10.0, clock=clock)
+    budget.on_rate_limited(2.0)
+    assert budget.rate == 5.0 and budget.rate_limited == 1
+    waiter = asyncio.ensure_future(budget.acquire(Priority.SUBMIT))
+    await settle()
+    clock.advance(1.0)  # tokens have refilled, but the pause is not over
+    fire(budget)
+    await settle()
+    assert not waiter.done()
+    clock.advance(1.0)
+    fire(budget)
+    await settle()
+    assert waiter.done()
+    budget.close()
+
+
+def test_a_burst_of_429s_counts_as_one_signal(clock: FakeClock) -> None:
+    budget = RequestBudget(10.0, clock=clock)
+    for _ in range(5):  # answers to requests that were already in flight
+        budget.on_rate_limited(1.0)
+    assert budget.rate == 5.0 and budget.rate_limited == 5
+    clock.advance(1.0)
+    budget.on_rate_limited(1.0)  # a new 429 after the pause: a new signal
+    assert budget.rate == 2.5
+
+
+def test_rate_never_adapts_below_min_rate(clock: FakeClock) -> None:
+    budget = RequestBudget(10.0, min_rate=2.0, clock=clock)
+    for _ in range(10):
+        budget.on_rate_limited(1.0)
+        clock.advance(1.0)
+    assert budget.rate == 2.0
+
+
+def test_rate_recovers_fast_to_90_percent_then_slowly_to_its_ceiling(clock: FakeClock) -> None:
+    budget = RequestBudget(10.0, clock=clock)
+    budget.on_rate_limited(None)
+    assert budget.rate == 5.0
+    fast = 0
+    while budget.rate < 9.0:
+        budget.on_success()
+        fast += 1
+    assert 20 <= fast <= 40  # about 2% a success
+    slow = 0
+    while budget.rate < 10.0:
+        before = budget.rate
+        budget.on_success()
+        assert budget.rate >= before
+        slow += 1
+        assert slow < 10_000
+    assert slow > 3 * fast  # about 0.1% a success beyond 90%
+    for _ in range(100):
+        budget.on_success()
+    assert budget.rate == 10.0
+
+
+def test_success_without_any_429_changes_nothing(clock: FakeClock) -> None:
+    budget = RequestBudget(10.0, clock=clock)
+    budget.on_success()
+    assert budget.rate == 10.0
+    unlimited = RequestBudget(None, clock=clock)
+    unlimited.on_success()
+    assert unlimited.rate == float("inf")
+
+
+def test_unlimited_budget_limits_itself_after_a_429_and_never_exceeds_that_rate(
+    clock: FakeClock,
+) -> None:
+    budget = RequestBudget(None, clock=clock)
+    budget.on_rate_limited(None)
+    limited = budget.rate
+    assert limited < float("inf")
+    for _ in range(5_000):
+        budget.on_success()
+    # The rate that drew the 429 is the ceiling (2x the halved rate).
+    assert limited < budget.rate <= 2 * limited
+
+
+async def test_unlimited_budget_never_makes_anyone_wait() -> None:
+    budget = RequestBudget(None)
+    await asyncio.wait_for(asyncio.gather(*(budget.acquire() for _ in range(10_000))), 5.0)
+    assert budget.granted == 10_000 and budget.waiting == 0
+
+
+def test_repr_shows_rate_tokens_and_waiters(clock: FakeClock) -> None:
+    text = repr(RequestBudget(4.0, clock=clock))
+    assert "rate=4.00/s" in text and "waiting=0" in text
