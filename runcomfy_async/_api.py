@@ -194,6 +194,13 @@ def map_error(
             retry_after=parse_retry_after(response.headers.get("retry-after")),
             **kw,
         )
+    if cls is ServerError:
+        # Retry-After is honoured wherever it appears; a 503 often sends one.
+        return ServerError(
+            message or f"HTTP {response.status}",
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            **kw,
+        )
     return cls(message or f"HTTP {response.status}", **kw)
 
 
@@ -330,7 +337,7 @@ class API:
             self.budget.on_rate_limited(retry_after)
             return error.retry_after
         self.budget.on_success()
-        return None
+        return error.retry_after if isinstance(error, ServerError) else None
 
     async def _once(
         self,
@@ -389,7 +396,7 @@ class API:
 
 def retryable_after(exc: BaseException) -> float | bool | None:
     """For a safe call: False if ``exc`` is final, else the server's Retry-After (or None)."""
-    if isinstance(exc, RateLimitError):
+    if isinstance(exc, (RateLimitError, ServerError)):
         return exc.retry_after
     if isinstance(exc, APIStatusError):
         return None if exc.status_code in _RETRYABLE_STATUS else False

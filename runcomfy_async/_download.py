@@ -19,6 +19,7 @@ Disk writes run in a worker thread; the event loop only moves buffers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -125,7 +126,7 @@ def output_names(
     ids of the batch (compared ignoring case): a numbered name that would be
     another job's name gets a ``_`` instead of the ``-``.
     """
-    others = {t.lower() for t in taken} - {job_id.lower()}
+    others = {t.lower() for t in taken} - {job_id.lower()} if len(urls) > 1 else set()
     names = []
     for n, (url, default) in enumerate(urls, start=1):
         stem = job_id
@@ -210,10 +211,8 @@ class _PartFile:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
 
 
 def write_file_atomic(directory: Path, name: str, data: bytes) -> Path:
@@ -238,11 +237,9 @@ def cleanup_partials(directory: Path) -> int:
         return 0
     for entry in entries:
         if _PART_RE.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)  # unlinks a symlink itself, never its target
                 removed += 1
-            except FileNotFoundError:
-                pass
     return removed
 
 
@@ -272,7 +269,10 @@ class Downloader:
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+            total=None,
+            connect=connect_timeout,
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
         )
         self._chunk = chunk_size
         self._session: aiohttp.ClientSession | None = None
@@ -363,6 +363,9 @@ class Downloader:
                             buffered, pending = [], 0
                     if buffered:
                         await asyncio.to_thread(part.write, b"".join(buffered))
+            except aiohttp.ClientPayloadError:
+                got = f" after {part.size} bytes" if part.size else ""
+                raise _Retry(f"incomplete body: the connection closed{got}") from None
             except aiohttp.ClientError as exc:
                 raise _Retry(f"{type(exc).__name__}: {exc}") from None
             except asyncio.TimeoutError:

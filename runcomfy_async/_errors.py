@@ -9,7 +9,7 @@ Every error the library raises on purpose derives from :class:`RunComfyError`::
     │   ├── NotFoundError              404, error_code 404001
     │   ├── InvalidRequestError        400/422, error_code 400001
     │   ├── RateLimitError             429 (carries retry_after)
-    │   └── ServerError                5xx
+    │   └── ServerError                5xx (carries retry_after)
     ├── MalformedResponseError         a 2xx body we cannot read
     ├── TransportError                 the request never got an answer
     │   └── RequestTimeoutError        ... because it timed out (also TimeoutError)
@@ -124,7 +124,15 @@ class RateLimitError(APIStatusError):
 
 
 class ServerError(APIStatusError):
-    """The server (or a gateway in front of it) failed: any 5xx."""
+    """The server (or a gateway in front of it) failed: any 5xx.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds (a 503 may send
+    one), else None.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
 
 
 class MalformedResponseError(RunComfyError):

@@ -96,7 +96,8 @@ class ManifestProblem:
 
     def __str__(self) -> str:
         who = f" ({self.id})" if self.id else ""
-        return f"{self.kind} {self.line}{who}: {self.message}"
+        where = f"{self.kind} {self.line}" if self.line else self.kind
+        return f"{where}{who}: {self.message}"
 
 
 @attrs.frozen
@@ -181,7 +182,11 @@ class Manifest:
                 continue
             try:
                 obj = json.loads(raw, parse_constant=_reject_constant)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
+                # The decoder's own "line 1" would only confuse: we name the line.
+                collector.problem(number, f"invalid JSON: {exc.msg} (column {exc.colno})")
+                continue
+            except ValueError as exc:  # NaN / Infinity
                 collector.problem(number, f"invalid JSON: {exc}")
                 continue
             collector.add_object(number, obj)
@@ -302,10 +307,7 @@ class _Collector:
         for key in obj:
             if key not in _TOP_KEYS:
                 hint = difflib.get_close_matches(str(key), _TOP_KEYS, n=1)
-                if hint:
-                    why = f"did you mean {hint[0]!r}?"
-                else:
-                    why = "input fields go under 'input'"
+                why = f"did you mean {hint[0]!r}?" if hint else "input fields go under 'input'"
                 self.problem(line, f"unknown key {key!r} ({why})", job_id)
                 bad = True
         model = obj.get("model")
@@ -331,9 +333,9 @@ class _Collector:
                 self.problem(line, _input_problem(str(p), p.path), job_id)
                 bad = True
         if "id" in obj:
-            why = check_job_id(raw_id)
-            if why is not None:
-                self.problem(line, why, job_id)
+            id_problem = check_job_id(raw_id)
+            if id_problem is not None:
+                self.problem(line, id_problem, job_id)
                 bad = True
             elif job_id is not None:
                 # Ids are checked even on otherwise bad lines: every problem at once.
@@ -378,7 +380,8 @@ class _Collector:
         payload: dict[str, Any] = {}
         job_id = None
         ok = True
-        for name, cell in zip(columns, row):
+        # A short row (fewer cells than columns) leaves the rest empty.
+        for name, cell in zip(columns, row, strict=False):
             value = cell.strip()
             if not value:
                 continue  # an empty cell means "not given": the schema default applies

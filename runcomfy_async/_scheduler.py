@@ -41,6 +41,7 @@ from ._errors import (
     RateLimitError,
 )
 from ._models import JobState, Result, Status
+from ._frontier import QueueFrontier
 from ._timing import ModelLatency, PollPolicy
 
 __all__ = ["JobEvent", "PollScheduler"]
@@ -89,11 +90,13 @@ class Tracked:
         "earliest",
         "failures",
         "in_cohort",
+        "in_fifo",
         "last_not_done",
         "last_state",
         "model_id",
         "not_found",
         "on_done",
+        "order",
         "outcome",
         "parked",
         "queue_position",
@@ -118,6 +121,8 @@ class Tracked:
         self.checking = False
         self.parked = False
         self.in_cohort = False
+        self.in_fifo = False
+        self.order = 0  # submit order among this scheduler's fresh jobs (FIFO inferences)
         self.outcome: Result | BaseException | None = None
         self.detected_at: float | None = None
         self.waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -155,9 +160,8 @@ class PollScheduler:
         # Per model with no success yet: the jobs probe rounds sample from.
         self._cohort: dict[str, collections.deque[Tracked]] = {}
         self._probe_due: dict[str, float] = {}
-        # Per model, the newest (submitted, seen_at) of a job seen queued: with
-        # a FIFO queue, every job submitted after it was queued then too.
-        self._queued_mark: dict[str, tuple[float, float]] = {}
+        # Per model, what FIFO order tells about queued jobs (see _frontier.py).
+        self._frontiers: dict[str, QueueFrontier] = {}
         self._listeners: list[Listener] = []
         self._slots = asyncio.Semaphore(policy.max_concurrent_checks)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -202,8 +206,20 @@ class PollScheduler:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
 
-    def track(self, request_id: str, model_id: str, *, submitted: float | None = None) -> Tracked:
-        """Start tracking ``request_id`` (or return its existing record)."""
+    def track(
+        self,
+        request_id: str,
+        model_id: str,
+        *,
+        submitted: float | None = None,
+        fresh: bool = True,
+    ) -> Tracked:
+        """Start tracking ``request_id`` (or return its existing record).
+
+        ``fresh``: the request was submitted just now, after every request of
+        its model tracked before; adopted requests (``fresh=False``) are left
+        out of queue-order inferences, since their place in the queue is unknown.
+        """
         if self._closed:
             raise ClientStateError("the scheduler is closed")
         existing = self._jobs.get(request_id)
@@ -212,6 +228,10 @@ class PollScheduler:
         now = self._clock()
         t = Tracked(request_id, model_id, now if submitted is None else submitted)
         self._jobs[request_id] = t
+        if fresh and self.policy.assume_fifo_queue:
+            t.in_fifo = True
+            t.order = next(self._seq)
+            self._frontier(model_id).add(t)
         model = self.latency(model_id)
         minimum = model.minimum()
         if minimum is None:
@@ -260,6 +280,7 @@ class PollScheduler:
             )
         self._heap.clear()
         self._cohort.clear()
+        self._frontiers.clear()
 
     # -- heap -------------------------------------------------------------------
 
@@ -278,7 +299,7 @@ class PollScheduler:
             if t.seq != seq or t.done or t.checking:
                 heapq.heappop(heap)  # stale entry: rescheduled, finished or parked since
                 continue
-            if self.policy.assume_fifo_queue and t.last_state is JobState.QUEUED:
+            if t.in_fifo and t.last_state is JobState.QUEUED:
                 if now < 0:
                     now = self._clock()
                 if due <= now and self._infer_queued(t, now):
@@ -288,11 +309,9 @@ class PollScheduler:
 
     def _infer_queued(self, t: Tracked, now: float) -> bool:
         """Reschedule ``t`` if an older job of its model was seen queued since ``t``'s last check."""
-        mark = self._queued_mark.get(t.model_id)
-        if mark is None:
-            return False
-        submitted, seen_at = mark
-        if submitted > t.submitted or seen_at <= t.last_not_done:
+        frontier = self._frontiers.get(t.model_id)
+        seen_at = frontier.queued_at(t) if frontier is not None else None
+        if seen_at is None or seen_at <= t.last_not_done:
             return False
         minimum = self.latency(t.model_id).minimum()
         if minimum is None:
@@ -304,6 +323,51 @@ class PollScheduler:
             return False
         self._push(t, due)
         return True
+
+    def _frontier(self, model_id: str) -> QueueFrontier:
+        frontier = self._frontiers.get(model_id)
+        if frontier is None:
+            frontier = self._frontiers[model_id] = QueueFrontier()
+        return frontier
+
+    def _run_frontiers(self, now: float) -> float | None:
+        """Probe near each model's start frontier while its jobs queue; next due time."""
+        next_due: float | None = None
+        for model_id, frontier in list(self._frontiers.items()):
+            if not frontier.unknown:
+                frontier.next_round = None
+                continue
+            minimum = self.latency(model_id).minimum()
+            if minimum is None:
+                continue  # parked: the probe rounds have this model
+            interval = max(
+                self.policy.lag_fraction * minimum, self.policy.scaled(self.policy.min_interval)
+            )
+            if frontier.next_round is None:
+                frontier.next_round = now + interval
+            if frontier.next_round <= now:
+                # Only while jobs are seen queued; otherwise a rare sample, to
+                # notice when a queue builds up.
+                active = now - frontier.last_queued_seen <= 5 * interval
+                if active:
+                    frontier.next_round = now + interval
+                else:
+                    # Back off while samples find no queue: 10, 20, 40, 80 intervals.
+                    frontier.next_round = now + 10 * interval * 2 ** min(frontier.idle_rounds, 3)
+                    frontier.idle_rounds += 1
+                picked = frontier.candidates(self.policy.frontier_probes)
+                if not active:
+                    # One sample among the youngest: where a queue would show first.
+                    picked = picked[-1:]
+                for t in picked:
+                    if t.checking or t.parked or t.due <= now + interval:
+                        continue  # checked soon anyway
+                    t.seq = next(self._seq)
+                    t.due = now
+                    heapq.heappush(self._heap, (now, t.seq, t))
+            due = frontier.next_round
+            next_due = due if next_due is None else min(next_due, due)
+        return next_due
 
     def _poke(self) -> None:
         wake = self._wake
@@ -330,9 +394,11 @@ class PollScheduler:
             t.in_cohort = True
             self._cohort.setdefault(t.model_id, collections.deque()).append(t)
         if t.model_id not in self._probe_due:
-            self._probe_due[t.model_id] = t.submitted + self.policy.scaled(
-                self.policy.probe_first_check
-            )
+            prior = self.latency(t.model_id).minimum()
+            first = self.policy.scaled(self.policy.probe_first_check)
+            if prior is not None:
+                first = max(first, 0.1 * prior)
+            self._probe_due[t.model_id] = t.submitted + first
             self._poke()
 
     def _unpark(self, t: Tracked) -> None:
@@ -353,9 +419,11 @@ class PollScheduler:
                 continue
             if due <= now:
                 unknown = self.latency(model_id).minimum() is None
-                per_round = (
-                    self.policy.probes_per_round if unknown else self.policy.verify_probes_per_round
-                )
+                if unknown:
+                    per_round = max(2, -(-len(queue) // self.policy.probe_share))
+                    per_round = min(per_round, self.policy.probes_per_round)
+                else:
+                    per_round = self.policy.verify_probes_per_round
                 oldest = queue[0].submitted
                 sampled = 0
                 for _ in range(len(queue)):
@@ -372,7 +440,10 @@ class PollScheduler:
                     t.due = now
                     heapq.heappush(self._heap, (now, t.seq, t))
                     sampled += 1
-                due = self.policy.next_check(now=now, submitted=oldest, earliest=None)
+                if unknown:
+                    due = self.policy.next_check(now=now, submitted=oldest, earliest=None)
+                else:
+                    due = oldest + (now - oldest) * self.policy.verify_ratio
                 self._probe_due[model_id] = due
             next_due = due if next_due is None else min(next_due, due)
         return next_due
@@ -430,6 +501,12 @@ class PollScheduler:
             while True:
                 now = self._clock()
                 probe_due = self._run_probes(now) if self._probe_due else None
+                if self._frontiers:
+                    frontier_due = self._run_frontiers(now)
+                    if frontier_due is not None:
+                        probe_due = (
+                            frontier_due if probe_due is None else min(probe_due, frontier_due)
+                        )
                 t = self._peek()
                 due = t.due if t is not None else None
                 if probe_due is not None:
@@ -539,6 +616,8 @@ class PollScheduler:
             self._emit(t, state)
         elif state is JobState.QUEUED and self._listeners:
             self._emit(t, state)
+        if t.in_fifo and state is JobState.QUEUED:
+            self._frontier(t.model_id).last_queued_seen = now
         minimum = self.latency(t.model_id).minimum()
         if minimum is None:
             # Still nothing known of this model: back to the parking lot.
@@ -549,9 +628,10 @@ class PollScheduler:
         if state is JobState.QUEUED:
             # Not started yet: it cannot finish before a full run from now.
             t.earliest = max(t.earliest, now + minimum)
-            mark = self._queued_mark.get(t.model_id)
-            if mark is None or mark[1] < now:
-                self._queued_mark[t.model_id] = (t.submitted, now)
+            if t.in_fifo:
+                self._frontier(t.model_id).seen_queued(t, now)
+        elif state is JobState.RUNNING and t.in_fifo:
+            self._frontier(t.model_id).seen_started(t)
         self._push(t, self.policy.next_check(now=now, submitted=t.submitted, earliest=t.earliest))
 
     def _observe(self, t: Tracked, result: Result, now: float) -> None:
@@ -594,6 +674,10 @@ class PollScheduler:
         t.detected_at = self._clock()
         self._jobs.pop(t.request_id, None)
         self._unpark(t)
+        if t.in_fifo:
+            frontier = self._frontiers.get(t.model_id)
+            if frontier is not None:
+                frontier.seen_started(t)
         if not t.waiter.done():
             t.waiter.set_result(None)
         if isinstance(outcome, Result):

@@ -48,12 +48,15 @@ class PollPolicy:
     - ``priors``: model id -> minimum plausible duration, used until learned.
     - ``probe_first_check``, ``probes_per_round``: until a model has a
       success, probe rounds check a few of its jobs early, rotating through
-      them: the first round this long after submit, then geometrically. For a
-      model with no prior this many jobs a round (the rest wait for what the
-      probes learn); ``verify_probes_per_round`` for a model with a prior, to
-      catch a prior that is too high.
+      them: the first round this long after submit, then geometrically (ratio
+      ``1 + lag_fraction``). For a model with no prior, one job in
+      ``probe_share`` of the waiting ones a round, between 2 and
+      ``probes_per_round`` (the rest wait for what the probes learn).
+    - ``verify_probes_per_round``: for a model with a prior, this many probes
+      a round, from a tenth of the prior on and at ratio ``verify_ratio``,
+      to catch a prior that is too high.
     - ``learn_after``: how many finished jobs before the learned minimum
-      replaces the prior.
+      replaces the prior (before that it can only lower it).
     - ``max_concurrent_checks``: checks in flight at once.
     - ``backoff_initial`` / ``backoff_max``: a job whose check failed is
       checked again after this backoff (doubling per failure).
@@ -64,7 +67,9 @@ class PollPolicy:
     - ``assume_fifo_queue``: the server runs each model's queued jobs in
       submit order (it reports a ``queue_position``), so a job cannot have
       started while an older job of its model was still queued; one check of
-      the oldest queued job then stands for every younger one.
+      the oldest queued job then stands for every younger one, and while jobs
+      queue, ``frontier_probes`` checks a round near the start frontier date
+      every job's start (see ``_frontier.py``).
     - ``time_scale``: multiplies every duration above (priors too); the
       emulator's ``time_scale`` goes here so tests run in milliseconds.
     """
@@ -73,16 +78,19 @@ class PollPolicy:
     max_lag: float = attrs.field(default=15.0, validator=attrs.validators.gt(0))
     min_interval: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
     priors: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_PRIORS))
-    probe_first_check: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
-    probes_per_round: int = attrs.field(default=12, validator=attrs.validators.ge(1))
+    probe_first_check: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    probes_per_round: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+    probe_share: int = attrs.field(default=25, validator=attrs.validators.ge(1))
     verify_probes_per_round: int = attrs.field(default=2, validator=attrs.validators.ge(0))
-    learn_after: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    verify_ratio: float = attrs.field(default=1.25, validator=attrs.validators.gt(1))
+    learn_after: int = attrs.field(default=20, validator=attrs.validators.ge(2))
     max_concurrent_checks: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     backoff_initial: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     backoff_max: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
     max_check_failures: int = attrs.field(default=20, validator=attrs.validators.ge(1))
     not_found_confirmations: int = attrs.field(default=2, validator=attrs.validators.ge(1))
     assume_fifo_queue: bool = True
+    frontier_probes: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     time_scale: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
 
     def scaled(self, seconds: float) -> float:
@@ -114,43 +122,67 @@ class PollPolicy:
 class ModelLatency:
     """What the scheduler knows of one model's time to completion.
 
-    It keeps the smallest durations seen (server timestamps where they parse,
-    else the detection-bounded age) and answers the minimum plausible duration:
-    the prior until ``learn_after`` jobs finished, then the learned minimum with
-    a safety margin (lower of the two before that).
+    It keeps the smallest and largest durations seen (server timestamps where
+    they parse, else a detection-bounded age) and answers the minimum
+    plausible duration: the prior until ``learn_after`` jobs finished (or a
+    cautious learned minimum, if a job beat the prior), then the learned minimum. The learned minimum
+    is the smallest duration seen, lowered by the expected gap between a
+    sample's minimum and the true one, ``(max - min) / (n - 1)`` (the unbiased
+    estimate for a uniform spread), so it is cautious after a few jobs and
+    tight after many.
     """
 
-    __slots__ = ("finished", "learn_after", "observed_min", "prior")
+    __slots__ = ("finished", "learn_after", "observed_max", "observed_min", "prior")
 
     def __init__(self, prior: float | None, learn_after: int) -> None:
         self.prior = prior
         self.learn_after = learn_after
         self.observed_min: float | None = None
+        self.observed_max: float | None = None
         self.finished = 0
 
     def __repr__(self) -> str:
         return (
             f"<ModelLatency prior={self.prior} observed_min={self.observed_min} "
-            f"finished={self.finished}>"
+            f"observed_max={self.observed_max} finished={self.finished}>"
         )
 
     def observe(self, duration: float) -> bool:
         """Record one finished job's duration; True if the minimum estimate moved."""
         before = self.minimum()
-        self.finished += 1
-        if duration > 0 and (self.observed_min is None or duration < self.observed_min):
-            self.observed_min = duration
+        if duration > 0:
+            self.finished += 1
+            if self.observed_min is None or duration < self.observed_min:
+                self.observed_min = duration
+            if self.observed_max is None or duration > self.observed_max:
+                self.observed_max = duration
         after = self.minimum()
-        return before is None or after is None or abs(after - before) > 0.05 * before
+        if before is None or after is None:
+            return before != after
+        return abs(after - before) > 0.05 * before
+
+    def learned(self) -> float | None:
+        """The minimum as learned from finished jobs alone (None before any)."""
+        if self.observed_min is None or self.observed_max is None:
+            return None
+        if self.finished < 2:
+            # One sample says little about the spread: assume it is the median.
+            return self.observed_min * 0.5
+        gap = (self.observed_max - self.observed_min) / (self.finished - 1)
+        return max(self.observed_min - gap, self.observed_min * 0.5)
 
     def minimum(self) -> float | None:
         """The minimum plausible duration, or None while nothing is known."""
-        if self.observed_min is None:
+        learned = self.learned()
+        if learned is None:
             return self.prior
-        # The smallest of a few samples overestimates the true minimum: keep a
-        # margin that shrinks as evidence grows.
-        margin = 0.8 if self.finished < 10 else 0.9
-        learned = self.observed_min * margin
-        if self.prior is None or self.finished >= self.learn_after:
+        if self.finished >= self.learn_after:
             return learned
-        return min(self.prior, learned)
+        # Few samples can cluster high, and a minimum set too high costs
+        # detection lag: until learn_after jobs, only evidence that jobs can
+        # be *faster* than believed counts, and with a margin.
+        assert self.observed_min is not None
+        cautious = min(learned, 0.75 * self.observed_min)
+        if self.prior is None:
+            return cautious
+        return self.prior if self.observed_min >= self.prior else min(self.prior, cautious)

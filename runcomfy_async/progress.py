@@ -16,10 +16,11 @@ every ``interval`` seconds instead, so logs stay readable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
@@ -59,7 +60,7 @@ def _in_notebook() -> bool:
     if shell is None or "ipykernel" not in sys.modules:
         return False
     try:
-        ip = shell.get_ipython()  # type: ignore[attr-defined]
+        ip = shell.get_ipython()
     except Exception:
         return False
     return ip is not None and "zmq" in type(ip).__name__.lower()
@@ -85,7 +86,8 @@ class ProgressBar:
       seconds), ``"off"``, or ``"auto"``: a bar in a notebook or when ``file``
       is a terminal, log lines otherwise.
     - ``file``: where to write (standard error by default).
-    - ``initial``: jobs already done before this run (a resumed batch).
+    - ``initial``: jobs already done before this run (a resumed batch);
+      ``initial_counts`` says with which outcomes (e.g. ``{"succeeded": 40}``).
     - ``count_finished``: advance the bar when a job's event says it ended
       (the default). The batch runner turns this off and calls
       :meth:`advance` when a job's files are on disk.
@@ -104,6 +106,7 @@ class ProgressBar:
         file: TextIO | None = None,
         interval: float = 10.0,
         initial: int = 0,
+        initial_counts: Mapping[str, int] | None = None,
         count_finished: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -116,7 +119,7 @@ class ProgressBar:
         self._clock = clock
         self._mode: Mode = self._pick_mode(mode)
         self._live: dict[str, str] = {}  # request id -> live state label
-        self._counts: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter(initial_counts or {})
         self._extra: dict[str, int] = {}
         self.done = initial
         self._started = clock()
@@ -298,10 +301,9 @@ class ProgressBar:
     def _log_line(self) -> None:
         self._last_log = self._clock()
         stream = self.file if self.file is not None else sys.stderr
-        try:
+        # A closed or broken stream must not break the jobs.
+        with contextlib.suppress(OSError, ValueError):
             print(self.line(), file=stream, flush=True)
-        except (OSError, ValueError):
-            pass  # a closed or broken stream must not break the jobs
 
     def close(self) -> None:
         """Detach, stop the clock, and leave the final state on screen. Idempotent."""
@@ -330,9 +332,7 @@ class ProgressBar:
         self.close()
 
 
-def track_progress(
-    client: RunComfyClient, total: int | None = None, **options: Any
-) -> ProgressBar:
+def track_progress(client: RunComfyClient, total: int | None = None, **options: Any) -> ProgressBar:
     """A :class:`ProgressBar` attached to ``client``; use it as ``with track_progress(...):``.
 
     ``options`` are :class:`ProgressBar`'s (``desc``, ``mode``, ``file``, ...).

@@ -1,0 +1,44 @@
+"""Run an Emulator in its own process for benchmarks, so client CPU is measured alone.
+
+``python benchmarks/_emuproc.py CONFIG_JSON`` prints one JSON line
+(``base_url``, ``storage_url``, ``token``) when ready and serves until its
+standard input closes. CONFIG_JSON keys: time_scale, workers, seed,
+uniform (model id -> [min, max] seconds), faults (Faults keyword arguments).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+from runcomfy_async.emulator import Emulator, Faults, ModelProfile, default_models
+
+
+async def serve(config: dict[str, Any]) -> None:
+    models = default_models()
+    for model_id, (low, high) in config.get("uniform", {}).items():
+        models[model_id] = ModelProfile.uniform(low, high)
+    faults = Faults(**config["faults"]) if config.get("faults") else None
+    async with Emulator(
+        time_scale=config.get("time_scale", 0.01),
+        workers=config.get("workers", 100),
+        seed=config.get("seed", 0),
+        models=models,
+        faults=faults,
+        vocabulary="mixed",
+    ) as emu:
+        print(
+            json.dumps(
+                {"base_url": emu.base_url, "storage_url": emu.storage_url, "token": emu.token}
+            ),
+            flush=True,
+        )
+        loop = asyncio.get_running_loop()
+        # Serve until the parent closes our stdin.
+        await loop.run_in_executor(None, sys.stdin.read)
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(json.loads(sys.argv[1])))

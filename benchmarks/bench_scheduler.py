@@ -1,0 +1,476 @@
+"""The polling scheduler against per-job polling loops, on one emulator configuration.
+
+    python benchmarks/bench_scheduler.py            # all three scenarios (~6 min)
+    python benchmarks/bench_scheduler.py --quick    # smaller, for a smoke run
+
+Scenario 1 (``fanout``): N jobs (durations uniform in 60-200 s, times scaled by
+``--time-scale``) on a server-side worker pool smaller than the number of jobs
+in flight, so jobs queue. Approaches, each in a fresh process against a fresh
+emulator process with the same settings: our client with the Kling prior, our
+client on a model id it has never seen, and two baselines written as users
+write them today: a per-job loop polling every 2 s (RunComfy's CLI) and every
+0.5 s (replicate). Reports requests per job, detection lag p50/p95 (server
+completion to the caller having the result; also as a share of job age),
+client CPU seconds per 1,000 jobs, peak RSS, makespan; and the floor.
+
+Scenario 2 (``inflight``): 10,000 jobs in flight at once: memory per tracked
+job (tracemalloc), client CPU per check, event-loop lag p99.
+
+Scenario 3 (``ratelimit``): a server rate limit well below what naive polling
+wants: share of 429 answers, per approach.
+
+Prints tables and writes ``benchmarks/results/bench_scheduler.json``.
+Wall-clock figures are noisy on a shared machine: compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from runcomfy_async import PollPolicy, RunComfyClient
+
+HERE = Path(__file__).resolve().parent
+KLING = "kling/kling-3.0/standard/image-to-video"
+UNSEEN = "acme/never-seen-video-model"
+IMAGE = "https://images.example.com/start/frame-0001.png"
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def payload(model_id: str, i: int) -> dict[str, Any]:
+    if model_id == KLING:
+        return {"prompt": f"clip {i}: waves at dusk", "start_image_url": IMAGE, "duration": 5}
+    return {"prompt": f"clip {i}", "seconds": 5}
+
+
+@contextlib.contextmanager
+def emulator(config: dict[str, Any]) -> Iterator[dict[str, str]]:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "_emuproc.py"), json.dumps(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        yield info
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def counters(base_url: str) -> dict[str, int]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(f"{base_url}/_emulator/counters") as r,
+    ):
+        data: dict[str, int] = await r.json()
+        return data
+
+
+def _ts(value: Any) -> float:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def pct(values: list[float], q: int) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def floor_requests(low: float, high: float, lag: float = 0.1, samples: int = 200_000) -> float:
+    """Requests per job (submit included) of the best schedule that knows the
+    duration distribution but not the job: geometric checks from the minimum
+    with the ratio that puts the p95 of lag/age at ``lag`` (about 1.105)."""
+    ratio = 1 + lag / 0.95
+    rng = random.Random(7)
+    total = 0
+    for _ in range(samples):
+        d = rng.uniform(low, high)
+        total += 1 + math.ceil(math.log(d / low) / math.log(ratio))
+    return 1 + total / samples
+
+
+def naive_requests(low: float, high: float, interval: float) -> float:
+    return 1 + (low + high) / 2 / interval + 0.5
+
+
+# -- the approaches (run in a child process) ------------------------------------
+
+
+async def run_ours(
+    info: dict[str, str], model_id: str, n: int, conc: int, ts: float, rate: float | None
+) -> dict[str, Any]:
+    lags: list[float] = []
+    ages: list[float] = []
+    errors = 0
+    t0 = time.time()
+    last = t0
+    async with RunComfyClient(
+        info["token"],
+        base_url=info["base_url"],
+        max_in_flight=conc,
+        requests_per_second=rate,
+        poll=PollPolicy(time_scale=ts),
+    ) as client:
+        async for outcome in client.map(model_id, (payload(model_id, i) for i in range(n))):
+            last = time.time()
+            if outcome.result is None:
+                errors += 1
+                continue
+            fin = _ts(outcome.result.finished_at)
+            lags.append(last - fin)
+            ages.append(fin - _ts(outcome.result.created_at))
+    return {"lags": lags, "ages": ages, "errors": errors, "makespan": last - t0}
+
+
+async def run_naive(
+    info: dict[str, str], model_id: str, n: int, conc: int, ts: float, interval: float
+) -> dict[str, Any]:
+    lags: list[float] = []
+    ages: list[float] = []
+    errors = 0
+    sem = asyncio.Semaphore(conc)
+    headers = {"Authorization": f"Bearer {info['token']}"}
+    base = info["base_url"]
+    t0 = time.time()
+    last = t0
+
+    async def one(session: aiohttp.ClientSession, i: int) -> None:
+        nonlocal errors, last
+        async with sem:
+            while True:
+                async with session.post(
+                    f"{base}/v1/models/{model_id}", json=payload(model_id, i)
+                ) as r:
+                    if r.status == 429:
+                        await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                        continue
+                    rid = (await r.json())["request_id"]
+                    break
+            while True:
+                await asyncio.sleep(interval * ts)
+                async with session.get(f"{base}/v1/requests/{rid}/result") as r:
+                    if r.status == 429:
+                        await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                        continue
+                    if r.status != 200:
+                        continue
+                    body = await r.json()
+                if body.get("status") in ("succeeded", "completed"):
+                    last = time.time()
+                    fin = _ts(body["finished_at"])
+                    lags.append(last - fin)
+                    ages.append(fin - _ts(body["created_at"]))
+                    return
+                if body.get("status") in ("failed", "cancelled", "canceled"):
+                    errors += 1
+                    return
+
+    connector = aiohttp.TCPConnector(limit=100)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        await asyncio.gather(*(one(session, i) for i in range(n)))
+    return {"lags": lags, "ages": ages, "errors": errors, "makespan": last - t0}
+
+
+async def run_inflight(info: dict[str, str], n: int, ts: float, trace: bool) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    loop_lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def monitor() -> None:
+        while not stop.is_set():
+            t = loop.time()
+            await asyncio.sleep(0.01)
+            loop_lags.append(loop.time() - t - 0.01)
+
+    async with RunComfyClient(
+        info["token"],
+        base_url=info["base_url"],
+        max_in_flight=n,
+        requests_per_second=None,
+        poll=PollPolicy(time_scale=ts),
+    ) as client:
+        import gc
+
+        gc.collect()
+        if trace:
+            tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0] if trace else 0
+        cpu0 = time.process_time()
+        mon = asyncio.create_task(monitor())
+        jobs = await asyncio.gather(*(client.submit(UNSEEN, payload(UNSEEN, i)) for i in range(n)))
+        tracked_at_peak = client.scheduler.tracking
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0] if trace else 0
+        results = await asyncio.gather(*(j.wait() for j in jobs), return_exceptions=True)
+        stop.set()
+        await mon
+        cpu = time.process_time() - cpu0
+        checks = client.scheduler.checks
+    if trace:
+        tracemalloc.stop()
+    return {
+        "tracked_at_peak": tracked_at_peak,
+        "bytes_per_tracked_job": (after - before) / max(tracked_at_peak, 1) if trace else None,
+        "cpu_seconds": cpu,
+        "checks": checks,
+        "cpu_per_check_us": cpu / max(checks, 1) * 1e6,
+        "loop_lag_p99_ms": pct(loop_lags, 99) * 1000,
+        "loop_lag_max_ms": max(loop_lags) * 1000 if loop_lags else None,
+        "errors": sum(1 for r in results if isinstance(r, BaseException)),
+    }
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    cpu0 = time.process_time()
+    kind = spec["kind"]
+    info = spec["info"]
+    if kind == "ours":
+        out = asyncio.run(
+            run_ours(info, spec["model"], spec["n"], spec["conc"], spec["ts"], spec["rate"])
+        )
+    elif kind == "naive":
+        out = asyncio.run(
+            run_naive(info, spec["model"], spec["n"], spec["conc"], spec["ts"], spec["interval"])
+        )
+    else:
+        out = asyncio.run(run_inflight(info, spec["n"], spec["ts"], spec["trace"]))
+    out["cpu_total"] = time.process_time() - cpu0
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed: {proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- scenarios -----------------------------------------------------------------------
+
+
+def summarize(name: str, n: int, raw: dict[str, Any], c0: dict[str, int], c1: dict[str, int]):
+    requests = sum(c1[k] - c0[k] for k in ("submit", "status", "result", "cancel"))
+    limited = (c1.get("rate_limited", 0) - c0.get("rate_limited", 0)) + (
+        c1.get("fault_429", 0) - c0.get("fault_429", 0)
+    )
+    rel = [lag / age for lag, age in zip(raw["lags"], raw["ages"]) if age > 0]
+    return {
+        "approach": name,
+        "jobs": n,
+        "errors": raw["errors"],
+        "requests": requests,
+        "requests_per_job": requests / n,
+        "lag_p50_s": pct(raw["lags"], 50),
+        "lag_p95_s": pct(raw["lags"], 95),
+        "lag_p95_of_age": pct(rel, 95),
+        "cpu_s_per_1000_jobs": raw["cpu_total"] / n * 1000,
+        "peak_rss_mib": raw["peak_rss_mib"],
+        "makespan_s": raw["makespan"],
+        "share_429": limited / requests if requests else 0.0,
+        "jobs_created": c1["jobs_created"] - c0["jobs_created"],
+    }
+
+
+def approach_runs(
+    config: dict[str, Any], approaches: list[tuple[str, dict[str, Any]]], n: int
+) -> list[dict[str, Any]]:
+    rows = []
+    for name, spec in approaches:
+        with emulator(config) as info:
+            c0 = asyncio.run(counters(info["base_url"]))
+            raw = run_child({**spec, "info": info, "n": n})
+            c1 = asyncio.run(counters(info["base_url"]))
+        rows.append(summarize(name, n, raw, c0, c1))
+        print(f"  done: {name}", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> None:
+    print(f"\n{title}")
+    widths = [max(len(c), 12) for c in cols]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    for row in rows:
+        cells = []
+        for c, w in zip(cols, widths):
+            v = row.get(c)
+            cells.append((f"{v:.3f}" if isinstance(v, float) else str(v)).rjust(w))
+        print("  ".join(cells))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--time-scale", type=float, default=0.1)
+    parser.add_argument("--workers", type=int, default=200, help="server-side worker pool")
+    parser.add_argument("--concurrency", type=int, default=250, help="client jobs in flight")
+    parser.add_argument("--inflight-jobs", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument(
+        "--scenarios", default="fanout,inflight,ratelimit", help="comma-separated subset"
+    )
+    parser.add_argument("--out", default=str(HERE / "results" / "bench_scheduler.json"))
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
+    if args.quick:
+        args.jobs, args.workers, args.concurrency, args.inflight_jobs = 200, 60, 80, 2000
+    scenarios = set(args.scenarios.split(","))
+    ts, n = args.time_scale, args.jobs
+    low, high = 60.0, 200.0
+    uniform = {KLING: [low, high], UNSEEN: [low, high]}
+    report: dict[str, Any] = {
+        "settings": {
+            "jobs": n,
+            "time_scale": ts,
+            "server_workers": args.workers,
+            "client_concurrency": args.concurrency,
+            "durations": [low, high],
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+        },
+        "floor_requests_per_job": floor_requests(low, high),
+        "naive_2s_requests_per_job_expected": naive_requests(low, high, 2.0),
+    }
+    print(
+        f"floor (knows the distribution, not the job; p95 lag <= 10% of age): "
+        f"{report['floor_requests_per_job']:.2f} requests/job; "
+        f"a 2 s loop: ~{report['naive_2s_requests_per_job_expected']:.1f} (no queueing)"
+    )
+    cols = [
+        "approach",
+        "requests_per_job",
+        "lag_p50_s",
+        "lag_p95_s",
+        "lag_p95_of_age",
+        "cpu_s_per_1000_jobs",
+        "peak_rss_mib",
+        "makespan_s",
+        "errors",
+    ]
+    if "fanout" in scenarios:
+        config = {"time_scale": ts, "workers": args.workers, "seed": 1, "uniform": uniform}
+        base = {"conc": args.concurrency, "ts": ts}
+        rows = approach_runs(
+            config,
+            [
+                (
+                    "runcomfy-async (Kling prior)",
+                    {**base, "kind": "ours", "model": KLING, "rate": 20 / ts},
+                ),
+                (
+                    "runcomfy-async (unseen model)",
+                    {**base, "kind": "ours", "model": UNSEEN, "rate": 20 / ts},
+                ),
+                ("per-job loop, 2 s", {**base, "kind": "naive", "model": KLING, "interval": 2.0}),
+                ("per-job loop, 0.5 s", {**base, "kind": "naive", "model": KLING, "interval": 0.5}),
+            ],
+            n,
+        )
+        report["fanout"] = rows
+        print_table(
+            f"Scenario 1: {n} jobs, {args.workers} server workers, {args.concurrency} in flight, "
+            f"time scale {ts} (seconds below are scaled back: lag/ts = real-world seconds)",
+            rows,
+            cols,
+        )
+    if "inflight" in scenarios:
+        m = args.inflight_jobs
+        ts2 = 0.2
+        config = {"time_scale": ts2, "workers": m, "seed": 2, "uniform": uniform}
+        out = {}
+        for trace in (True, False):
+            with emulator(config) as info:
+                raw = run_child(
+                    {"kind": "inflight", "info": info, "n": m, "ts": ts2, "trace": trace}
+                )
+            out["memory" if trace else "timing"] = raw
+            print(f"  done: inflight trace={trace}", file=sys.stderr, flush=True)
+        row = {
+            "jobs_in_flight": out["memory"]["tracked_at_peak"],
+            "bytes_per_tracked_job": out["memory"]["bytes_per_tracked_job"],
+            "cpu_per_check_us": out["timing"]["cpu_per_check_us"],
+            "checks": out["timing"]["checks"],
+            "loop_lag_p99_ms": out["timing"]["loop_lag_p99_ms"],
+            "loop_lag_max_ms": out["timing"]["loop_lag_max_ms"],
+            "errors": out["timing"]["errors"],
+        }
+        report["inflight"] = row
+        print_table(f"Scenario 2: {m} jobs in flight at once", [row], list(row))
+    if "ratelimit" in scenarios:
+        m = max(n // 3, 50)
+        ts3 = ts
+        limit = 10 / ts3  # 10 requests/s in real-world time
+        config = {
+            "time_scale": ts3,
+            "workers": m,
+            "seed": 3,
+            "uniform": uniform,
+            "faults": {"rps_limit": limit, "retry_after": 1.0 * ts3 * 10},
+        }
+        base = {"conc": m, "ts": ts3}
+        rows = approach_runs(
+            config,
+            [
+                (
+                    "runcomfy-async (default budget)",
+                    {**base, "kind": "ours", "model": KLING, "rate": 20 / ts3},
+                ),
+                (
+                    "runcomfy-async (no budget set)",
+                    {**base, "kind": "ours", "model": KLING, "rate": None},
+                ),
+                ("per-job loop, 2 s", {**base, "kind": "naive", "model": KLING, "interval": 2.0}),
+            ],
+            m,
+        )
+        report["ratelimit"] = rows
+        print_table(
+            f"Scenario 3: {m} jobs, server limit {limit:.0f} requests/s (scaled), all in flight",
+            rows,
+            ["approach", "share_429", "requests_per_job", "lag_p95_of_age", "makespan_s", "errors"],
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
