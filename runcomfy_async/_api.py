@@ -70,17 +70,33 @@ def _check_model_id(model_id: str) -> str:
     return model_id
 
 
-def _excerpt(body: bytes, limit: int = 200) -> str:
-    text = body[: limit * 4].decode("utf-8", errors="replace")
+_MESSAGE_LIMIT = 500
+
+
+def _one_line(text: str, limit: int = _MESSAGE_LIMIT) -> str:
+    """Server text made fit for our messages: one printable line, at most ``limit`` chars.
+
+    Messages end up in logs: a server must not be able to forge log lines
+    (CR/LF, escape sequences) or flood them.
+    """
+    text = "".join(c if c.isprintable() else " " for c in text[: limit * 4])
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _excerpt(body: bytes, limit: int = 200) -> str:
+    return _one_line(body[: limit * 4].decode("utf-8", errors="replace"), limit)
 
 
 def _decode(body: bytes) -> Any:
     """Parse a JSON body; raise ValueError when it is not JSON."""
     if not body.strip():
         raise ValueError("empty body")
-    return json.loads(body)
+    try:
+        return json.loads(body)
+    except RecursionError:
+        # Absurdly deep nesting is not an answer we can use.
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _error_fields(data: Any) -> tuple[int | None, str | None]:
@@ -90,8 +106,11 @@ def _error_fields(data: Any) -> tuple[int | None, str | None]:
     raw_code = data.get("error_code")
     if isinstance(raw_code, int) and not isinstance(raw_code, bool):
         code = raw_code
-    elif isinstance(raw_code, str) and raw_code.strip().isdigit():
-        code = int(raw_code)
+    elif isinstance(raw_code, str):
+        text = raw_code.strip()
+        # isdigit() admits "²" and "①", which int() refuses; codes are short.
+        if text.isascii() and text.isdigit() and len(text) <= 18:
+            code = int(text)
     message = data.get("error_message") or data.get("message")
     if not isinstance(message, str) or not message:
         message = None
@@ -111,7 +130,7 @@ def _error_fields(data: Any) -> tuple[int | None, str | None]:
         message = f"{message}: {rendered}"
     if message is None and isinstance(data.get("error"), str) and data["error"]:
         message = data["error"]
-    return code, message
+    return code, _one_line(message) if message else None
 
 
 def _detail_item(item: Any) -> str:

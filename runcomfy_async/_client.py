@@ -41,6 +41,11 @@ logger = logging.getLogger("runcomfy_async")
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
 
 
+#: Rounds of "lower the in-flight cap and wait for a slot" after the API's own
+#: retries of a rate-limited submit gave up.
+_SUBMIT_ROUNDS = 2
+
+
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
@@ -69,7 +74,7 @@ class _InFlightCap:
         try:
             await fut
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self.release()  # granted but unused: pass it on
             raise
 
@@ -102,9 +107,10 @@ class _InFlightCap:
                 self._wake()
 
     def close(self) -> None:
+        # Waiters fail with the client's error, not a CancelledError nobody asked for.
         for fut in self._waiters:
             if not fut.done():
-                fut.cancel()
+                fut.set_exception(ClientStateError("the client was closed"))
         self._waiters.clear()
 
 
@@ -165,6 +171,7 @@ class RunComfyClient:
         self._state = _State.UNOPENED
         # A custom transport brings its own auth; only ours needs the token.
         self._needs_token = transport is None
+        self._event_queues: set[asyncio.Queue[JobEvent | None]] = set()
 
     def __repr__(self) -> str:
         tracking = self._scheduler.tracking if self._scheduler else 0
@@ -240,6 +247,8 @@ class RunComfyClient:
         self._state = _State.CLOSED
         if self._scheduler is not None:
             await self._scheduler.aclose()
+        for queue in self._event_queues:
+            queue.put_nowait(None)  # end every events() stream
         self._cap.close()
         self._budget.close()
         await self._transport.aclose()
@@ -280,28 +289,32 @@ class RunComfyClient:
         await self._cap.acquire()
         released = False
         try:
-            for attempt in range(8):
+            self._ready()  # the client may have closed while we waited for a slot
+            for attempt in range(_SUBMIT_ROUNDS):
                 try:
                     response = await self._api.submit(model_id, body)
                     break
                 except RateLimitError as exc:
-                    # The server certainly rejected it: the account may be at its
-                    # concurrency limit. Lower ours and wait our turn again.
-                    if attempt == 7:
+                    # The API already retried; the server certainly rejected it
+                    # every time: the account may be at its concurrency limit.
+                    # Lower our cap and wait for a slot under it, once more.
+                    if attempt == _SUBMIT_ROUNDS - 1:
                         raise
                     self._cap.on_rate_limited()
                     self._cap.release()
                     released = True
-                    await asyncio.sleep(exc.retry_after if exc.retry_after is not None else 1.0)
+                    retry = self._api.retry
+                    await retry.sleep(retry.delay(attempt, exc.retry_after))
                     self._ready()
                     await self._cap.acquire()
                     released = False
+                    self._ready()
             tracked = self.scheduler.track(response.request_id, model_id)
         except BaseException:
             if not released:
                 self._cap.release()
             raise
-        tracked.on_done.append(self._job_finished)
+        tracked.on_done = self._job_finished
         logger.info("submitted %s to %s", response.request_id, model_id)
         return Job(self, tracked)
 
@@ -333,9 +346,9 @@ class RunComfyClient:
         existing = self.scheduler._jobs.get(request_id)
         if existing is not None:
             return Job(self, existing)
-        tracked = self.scheduler.track(request_id, model_id)
+        tracked = self.scheduler.track(request_id, model_id, fresh=False)
         self._cap.force_acquire()
-        tracked.on_done.append(self._job_finished)
+        tracked.on_done = self._job_finished
         if tracked.done:  # pragma: no cover - track never finishes synchronously
             self._job_finished(tracked)
         return Job(self, tracked)
@@ -424,11 +437,16 @@ class RunComfyClient:
         self.scheduler.remove_listener(listener)
 
     async def events(self) -> AsyncIterator[JobEvent]:
-        """An async stream of every job state change, until the client closes."""
-        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        """An async stream of every job state change; it ends when the client closes."""
+        queue: asyncio.Queue[JobEvent | None] = asyncio.Queue()
         self.scheduler.add_listener(queue.put_nowait)
+        self._event_queues.add(queue)
         try:
             while not self.closed:
-                yield await queue.get()
+                event = await queue.get()
+                if event is None:
+                    return
+                yield event
         finally:
+            self._event_queues.discard(queue)
             self.scheduler.remove_listener(queue.put_nowait)

@@ -65,9 +65,11 @@ class APIStatusError(RunComfyError):
 
     ``status_code`` is the HTTP status (200 for a 200 that carried a top-level
     ``error_code``); ``error_code`` is RunComfy's numeric code where the body
-    gave one; ``message`` is the human text the body gave (or a short excerpt
-    of a non-JSON body); ``body`` is the parsed JSON body, or the text excerpt;
-    ``request_id`` is the request this call was about, where known.
+    gave one; ``message`` is the human text the body gave (its
+    ``error_message`` or ``message``, plus its ``detail``; made one line of at
+    most 500 characters) or a short excerpt of a non-JSON body; ``body`` is the
+    parsed JSON body as sent, or the text excerpt; ``request_id`` is the
+    request this call was about, where known.
     """
 
     def __init__(

@@ -3,9 +3,10 @@
 Every request the client sends takes a token first. Submits are served before
 checks, so polling never starves new work. The rate adapts: a 429 halves it
 and pauses everyone for the server's ``Retry-After``; successes win it back,
-quickly up to 90% of the rate that last drew a 429 and slowly beyond, so a
-client settles just under the server's limit instead of probing it every few
-seconds. Waiting costs no task: a single timer wakes the next waiters.
+quickly up to 90% of the rate that last drew a 429 and slowly up to that rate,
+so a client settles just under the server's limit instead of probing it every
+few seconds (and quickly again once past it: that 429 was no rate limit).
+Waiting costs no task: a single timer wakes the next waiters.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def _loop_clock() -> float:
         return time.monotonic()
 
 
+#: Seconds within which further 429s do not cut the rate again.
+CUT_INTERVAL = 1.0
+
+
 class Priority(enum.IntEnum):
     """Who goes first when tokens are short: lower values first."""
 
@@ -50,10 +55,13 @@ class RequestBudget:
     __slots__ = (
         "_burst",
         "_clock",
+        "_closed",
+        "_last_cut",
         "_last_limited_rate",
         "_max_rate",
         "_min_rate",
         "_paused_until",
+        "_peak_limited_rate",
         "_rate",
         "_seq",
         "_stamp",
@@ -79,12 +87,15 @@ class RequestBudget:
         self._burst = self._burst_for(self._rate)
         self._tokens = self._burst
         self._paused_until = 0.0
+        self._last_cut = float("-inf")
         self._last_limited_rate: float | None = None
+        self._peak_limited_rate = 0.0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self.granted = 0
         self.rate_limited = 0
+        self._closed = False
 
     def __repr__(self) -> str:
         return (
@@ -117,7 +128,12 @@ class RequestBudget:
         self._stamp = now
 
     async def acquire(self, priority: Priority = Priority.CHECK) -> None:
-        """Wait for a token; higher priorities (lower values) are served first."""
+        """Wait for a token; higher priorities (lower values) are served first.
+
+        Raises ClientStateError once the budget is closed.
+        """
+        if self._closed:
+            raise ClientStateError("the client is closed")
         now = self._clock()
         if not self._waiters and now >= self._paused_until:
             self._refill(now)
@@ -167,27 +183,33 @@ class RequestBudget:
 
     def on_success(self) -> None:
         """Record an answer that was not a 429: win back rate, fast then slowly."""
-        if self._max_rate is None and self._last_limited_rate is None:
+        limit = self._last_limited_rate
+        if limit is None:  # never limited: nothing to win back
             return
-        # Without a configured rate, the rate that drew the last 429 is the ceiling.
-        ceiling = self._max_rate if self._max_rate is not None else self._last_limited_rate
-        assert ceiling is not None
+        # Without a configured rate, the highest rate that drew a 429 is the ceiling.
+        ceiling = self._max_rate if self._max_rate is not None else self._peak_limited_rate
         if self._rate >= ceiling:
             return
-        target = 0.9 * (self._last_limited_rate or ceiling)
-        # Below 90% of the last limited rate, recover by 2% a request (fast);
-        # beyond, by 0.1% (slow probing of a limit we have already hit).
-        step = 0.02 if self._rate < target else 0.001
-        self._set_rate(min(ceiling, self._rate * (1.0 + step)))
+        # Below 90% of the rate that drew the last 429, recover by 2% a request
+        # (fast); up to that rate, by 0.1% (slow probing of a limit we hit).
+        # Past it without a new 429, that 429 was no rate limit (a concurrency
+        # limit, a hiccup): fast again, or sporadic 429s would ratchet the rate
+        # down to min_rate for good.
+        step = 0.001 if 0.9 * limit <= self._rate < limit else 0.02
+        # At low rates a relative step alone would take minutes to recover.
+        self._set_rate(min(ceiling, self._rate + max(self._rate * step, step)))
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        """Record a 429: halve the rate (at most once per pause) and pause for Retry-After."""
+        """Record a 429: halve the rate (at most once a second) and pause for Retry-After."""
         self.rate_limited += 1
         now = self._clock()
-        if now >= self._paused_until:
-            # A burst of 429s from requests already in flight is one signal, not many.
+        if now >= self._paused_until and now - self._last_cut >= CUT_INTERVAL:
+            # A burst of 429s (from requests already in flight, or within a
+            # second) is one signal, not many: cut once.
+            self._last_cut = now
             observed = self._rate if self._rate != float("inf") else self._observed_rate()
             self._last_limited_rate = observed
+            self._peak_limited_rate = max(self._peak_limited_rate, observed)
             self._set_rate(max(self._min_rate, observed * 0.5))
             self._tokens = min(self._tokens, 0.0)
         pause = retry_after if retry_after is not None else 1.0 / max(self._rate, 1e-9)
@@ -211,7 +233,11 @@ class RequestBudget:
         self._tokens = min(self._tokens, self._burst)
 
     def close(self) -> None:
-        """Stop the timer and fail every waiter with ClientStateError: the client is closing."""
+        """Stop the timer and fail every waiter with ClientStateError: the client is closing.
+
+        Later calls to :meth:`acquire` raise ClientStateError too.
+        """
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

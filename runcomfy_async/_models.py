@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import Callable, Mapping
 from html import escape
 from typing import Any
@@ -215,16 +216,17 @@ def _make_converter() -> cattrs.Converter:
             return None
         try:
             return int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             return None
 
     def _optional_float(value: Any, _: Any) -> float | None:
         if isinstance(value, bool) or value is None:
             return None
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400)
             return None
+        return number if math.isfinite(number) else None
 
     def _optional_str(value: Any, _: Any) -> str | None:
         return value if isinstance(value, str) else None

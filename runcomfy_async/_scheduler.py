@@ -38,10 +38,9 @@ from ._errors import (
     JobCancelledError,
     JobFailedError,
     NotFoundError,
-    RateLimitError,
 )
-from ._models import JobState, Result, Status
 from ._frontier import QueueFrontier
+from ._models import JobState, Result, Status
 from ._timing import ModelLatency, PollPolicy
 
 __all__ = ["JobEvent", "PollScheduler"]
@@ -126,7 +125,9 @@ class Tracked:
         self.outcome: Result | BaseException | None = None
         self.detected_at: float | None = None
         self.waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.on_done: list[Callable[[Tracked], None]] = []
+        # One callback (the client's slot release), not a list: a list per job
+        # costs memory for 10,000 jobs in flight.
+        self.on_done: Callable[[Tracked], None] | None = None
 
     @property
     def done(self) -> bool:
@@ -308,7 +309,7 @@ class PollScheduler:
         return None
 
     def _infer_queued(self, t: Tracked, now: float) -> bool:
-        """Reschedule ``t`` if an older job of its model was seen queued since ``t``'s last check."""
+        """Reschedule ``t`` if an older job of its model was seen queued since ``t``'s check."""
         frontier = self._frontiers.get(t.model_id)
         seen_at = frontier.queued_at(t) if frontier is not None else None
         if seen_at is None or seen_at <= t.last_not_done:
@@ -590,7 +591,7 @@ class PollScheduler:
             self._finish(
                 t,
                 JobFailedError(
-                    f"job {t.request_id} ({t.model_id}) failed: {result.error!r}",
+                    f"job {t.request_id} ({t.model_id}) failed: {_short(result.error)}",
                     request_id=t.request_id,
                     model_id=t.model_id,
                     error=result.error,
@@ -662,8 +663,11 @@ class PollScheduler:
             self._finish(t, exc)
             return
         delay = self.policy.backoff(t.failures)
-        if isinstance(exc, RateLimitError) and exc.retry_after is not None:
-            delay = max(delay, exc.retry_after)
+        retry_after = getattr(exc, "retry_after", None)  # RateLimitError, ServerError
+        if isinstance(retry_after, (int, float)):
+            # Honour the server, within reason: one absurd Retry-After must
+            # not park a job for a day.
+            delay = max(delay, min(float(retry_after), self.policy.scaled(self.policy.backoff_max)))
         logger.debug("check of %s failed (%r); again in %.2fs", t.request_id, exc, delay)
         self._push(t, self._clock() + delay)
 
@@ -686,12 +690,12 @@ class PollScheduler:
             self._emit(t, JobState.CANCELLED, outcome)
         else:
             self._emit(t, JobState.FAILED, outcome)
-        for callback in t.on_done:
+        callback, t.on_done = t.on_done, None
+        if callback is not None:
             try:
                 callback(t)
             except Exception:
                 logger.exception("a job completion callback failed")
-        t.on_done.clear()
 
     def _emit(self, t: Tracked, state: JobState, error: BaseException | None = None) -> None:
         if not self._listeners:
@@ -707,6 +711,12 @@ class PollScheduler:
 def loop_time() -> float:
     """The running event loop's clock (``time.monotonic`` for asyncio's loops)."""
     return asyncio.get_running_loop().time()
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    """A bounded repr: a huge error payload must not flood messages and logs."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _transient(exc: APIStatusError) -> bool:

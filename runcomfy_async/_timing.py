@@ -125,8 +125,8 @@ class ModelLatency:
     It keeps the smallest and largest durations seen (server timestamps where
     they parse, else a detection-bounded age) and answers the minimum
     plausible duration: the prior until ``learn_after`` jobs finished (or a
-    cautious learned minimum, if a job beat the prior), then the learned minimum. The learned minimum
-    is the smallest duration seen, lowered by the expected gap between a
+    cautious learned minimum, if a job beat the prior), then the learned
+    minimum: the smallest duration seen, lowered by the expected gap between a
     sample's minimum and the true one, ``(max - min) / (n - 1)`` (the unbiased
     estimate for a uniform spread), so it is cautious after a few jobs and
     tight after many.
@@ -148,7 +148,10 @@ class ModelLatency:
         )
 
     def observe(self, duration: float) -> bool:
-        """Record one finished job's duration; True if the minimum estimate moved."""
+        """Record one finished job's duration; True if the minimum estimate fell by over 5%.
+
+        (A higher estimate changes nothing already scheduled: the scheduler
+        never pushes a job's check later than planned.)"""
         before = self.minimum()
         if duration > 0:
             self.finished += 1
@@ -157,9 +160,9 @@ class ModelLatency:
             if self.observed_max is None or duration > self.observed_max:
                 self.observed_max = duration
         after = self.minimum()
-        if before is None or after is None:
-            return before != after
-        return abs(after - before) > 0.05 * before
+        if after is None:
+            return False
+        return before is None or after < 0.95 * before
 
     def learned(self) -> float | None:
         """The minimum as learned from finished jobs alone (None before any)."""

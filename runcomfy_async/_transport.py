@@ -8,8 +8,9 @@ so tests can answer requests in memory.
 
 A transport raises :class:`~runcomfy_async.TransportError` (with
 ``request_sent`` False only when the request certainly never left) or
-:class:`~runcomfy_async.RequestTimeoutError`; it never retries and never maps
-status codes: that is ``_api.py``'s job.
+:class:`~runcomfy_async.RequestTimeoutError`, and
+:class:`~runcomfy_async.ClientStateError` once closed; it never retries and
+never maps status codes: that is ``_api.py``'s job.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from urllib.parse import urlsplit
 import aiohttp
 import attrs
 
-from ._errors import MalformedResponseError, RequestTimeoutError, TransportError
+from ._errors import (
+    ClientStateError,
+    MalformedResponseError,
+    RequestTimeoutError,
+    TransportError,
+)
 from ._version import __version__
 
 __all__ = [
@@ -65,7 +71,10 @@ class Transport(Protocol):
     """Sends one request and returns its response; no retries, no status mapping."""
 
     async def send(self, request: Request) -> Response:
-        """Send ``request``; raise TransportError if no response came back."""
+        """Send ``request``; raise TransportError if no response came back.
+
+        Once closed, raise ClientStateError.
+        """
         ...
 
     async def aclose(self) -> None:
@@ -138,6 +147,12 @@ class AiohttpTransport:
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        if token and any(not c.isprintable() or c.isspace() for c in token):
+            # Refused here, not by aiohttp at the first request; never echoed.
+            raise ValueError(
+                "the API token contains whitespace or a control character (a line "
+                "break from the file or variable it was read from?)"
+            )
         self._token = _Secret(token) if token else None
         self._timeout = aiohttp.ClientTimeout(
             total=None,
@@ -161,7 +176,8 @@ class AiohttpTransport:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
-            raise TransportError("transport is closed", request_sent=False)
+            # Misuse, not a network failure: nothing retries it.
+            raise ClientStateError("the transport is closed (the client was closed)")
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._pool_size, limit_per_host=self._pool_size, ttl_dns_cache=300
@@ -254,7 +270,7 @@ class MockTransport:
     async def send(self, request: Request) -> Response:
         """Hand ``request`` to the handler and return its response."""
         if self.closed:
-            raise TransportError("transport is closed", request_sent=False)
+            raise ClientStateError("the transport is closed (the client was closed)")
         return await self._handler(request)
 
     async def aclose(self) -> None:

@@ -26,6 +26,7 @@ from yarl import URL
 from runcomfy_async import (
     APIStatusError,
     AuthenticationError,
+    ClientStateError,
     InsufficientBalanceError,
     InvalidRequestError,
     JobState,
@@ -301,6 +302,22 @@ def test_a_long_detail_list_is_cut_short() -> None:
     assert "body.f10" not in error.message and "40 more" in error.message
 
 
+def test_server_text_in_messages_is_one_bounded_line() -> None:
+    forged = "denied\n2026-01-01 INFO runcomfy_async: all good\r\x1b[2J" + "A" * 100_000
+    error = map_error(json_response(400, {"error_message": forged}), method="GET", path="/p")
+    assert error is not None
+    text = str(error)
+    assert "\n" not in text and "\r" not in text and "\x1b" not in text
+    assert len(text) < 700 and text.endswith("...")
+    assert error.body == {"error_message": forged}  # the body itself is kept as sent
+
+
+@pytest.mark.parametrize("code", ["\u00b2", "\u2460", "9" * 5000, "12a", "-1", ""])
+def test_odd_error_codes_are_ignored_not_fatal(code: str) -> None:
+    error = map_error(json_response(400, {"error_code": code}), method="GET", path="/p")
+    assert isinstance(error, InvalidRequestError) and error.error_code is None
+
+
 # -- bodies that are not JSON --------------------------------------------------------------
 
 
@@ -341,6 +358,22 @@ async def test_a_200_json_that_is_not_a_status_object_is_malformed(
     http.get(STATUS_URL, body=json.dumps(body))
     with pytest.raises(MalformedResponseError):
         await api.status(RID)
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_deeply_nested_json_is_treated_as_not_json() -> None:
+    error = map_error(Response(502, {}, DEEP), method="GET", path="/p")
+    assert isinstance(error, ServerError) and "non-JSON" in error.message
+
+
+async def test_deeply_nested_200_is_malformed_or_outcome_unknown(make_api: MakeAPI) -> None:
+    api = make_api(attempts=1, transport=MockTransport(Recorder(Response(200, {}, DEEP))))
+    with pytest.raises(MalformedResponseError):
+        await api.status(RID)
+    with pytest.raises(SubmitOutcomeUnknown):
+        await api.submit(MODEL, {"prompt": "x"})
 
 
 # -- retries of safe calls -----------------------------------------------------------------
@@ -418,6 +451,24 @@ async def test_retries_of_transport_errors_end_in_transport_error(
     with pytest.raises(TransportError):
         await make_api(attempts=2).status(RID)
     assert len(sent(http, "GET", STATUS_URL)) == 2
+
+
+async def test_a_call_retrying_when_the_transport_closes_stops_with_client_state_error(
+    make_api: MakeAPI,
+) -> None:
+    handler = Recorder(json_response(503, {}))
+    transport = MockTransport(handler)
+    api = make_api(transport=transport)
+
+    async def close_while_sleeping(_: float) -> None:
+        await transport.aclose()  # the client closes during the retry's backoff
+
+    api.retry = RetryPolicy(attempts=5, sleep=close_while_sleeping)
+    with pytest.raises(ClientStateError):
+        await api.status(RID)
+    assert len(handler.requests) == 1  # the closed transport is not retried
+    with pytest.raises(ClientStateError):
+        await api.submit(MODEL, {"prompt": "x"})
 
 
 async def test_include_cost_is_asked_for_on_the_result(api: API, http: aioresponses) -> None:

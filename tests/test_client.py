@@ -731,3 +731,38 @@ def test_client_repr_shows_its_state_but_not_the_token() -> None:
     client = RunComfyClient(SECRET)
     assert "unopened" in repr(client) and SECRET not in repr(client)
     assert SECRET not in repr(client._transport) and SECRET not in repr(client._api)
+
+
+# -- bugs found in review, fixed in _client.py ---------------------------------------------
+
+
+async def test_a_huge_retry_after_on_submit_does_not_stall_the_client(
+    make_client: MakeClient,
+) -> None:
+    ok = answer(200, {"request_id": "req-1"})
+    transport, seen = mock(answer(429, {}, **{"Retry-After": "86400"}), ok)
+    sleep = Recorder()
+    client = make_client(
+        transport=transport, retry=RetryPolicy(attempts=1, max_retry_after=0.01, sleep=sleep)
+    )
+    job = await asyncio.wait_for(client.submit("vendor/model", {"prompt": "x"}), 2)
+    assert job.request_id == "req-1" and len(seen) == 2
+
+
+async def test_closing_fails_submits_waiting_for_a_slot_with_client_state_error(
+    make_emulator: MakeEmulator, make_client: MakeClient
+) -> None:
+    emu = await make_emulator(time_scale=STILL)
+    client = make_client(emu, max_in_flight=1)
+    await client.submit(KLING_PRO_T2V, T2V_BODY)
+    waiting = [asyncio.ensure_future(client.submit(KLING_PRO_T2V, T2V_BODY)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert not any(task.done() for task in waiting)
+    await client.aclose()  # frees the first slot (its job fails), then closes the cap
+    await asyncio.wait(waiting, timeout=2)
+    ends = [
+        "pending" if not t.done() else "cancelled" if t.cancelled() else type(t.exception())
+        for t in waiting
+    ]
+    assert ends == [ClientStateError, ClientStateError], ends
+    assert emu.counters.submit == 1

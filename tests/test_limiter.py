@@ -150,6 +150,8 @@ async def test_close_fails_waiters_with_client_state_error(clock: FakeClock) -> 
     with pytest.raises(ClientStateError):
         await waiter
     assert budget.waiting == 0
+    with pytest.raises(ClientStateError):  # and so does every later caller
+        await budget.acquire()
 
 
 async def test_429_halves_the_rate_and_pauses_for_retry_after(clock: FakeClock) -> None:
@@ -240,3 +242,33 @@ async def test_unlimited_budget_never_makes_anyone_wait() -> None:
 def test_repr_shows_rate_tokens_and_waiters(clock: FakeClock) -> None:
     text = repr(RequestBudget(4.0, clock=clock))
     assert "rate=4.00/s" in text and "waiting=0" in text
+
+
+def test_past_the_rate_that_drew_a_429_recovery_is_fast_again(clock: FakeClock) -> None:
+    budget = RequestBudget(100.0, clock=clock)
+    for _ in range(3):  # 429s in a row, each a second apart: 100 -> 50 -> 25 -> 12.5
+        budget.on_rate_limited(None)
+        clock.advance(10.0)
+    assert budget.rate == 12.5
+    steps = 0
+    while budget.rate < 100.0:
+        budget.on_success()
+        steps += 1
+    # 12.5 -> 22.5 fast, 22.5 -> 25 slow (~105), 25 -> 100 fast again (~70);
+    # slow all the way from 22.5 would take ~1500.
+    assert steps < 400
+
+
+@pytest.mark.parametrize("rate", [None, 20.0])
+def test_sporadic_429s_do_not_pin_the_rate_to_its_floor(
+    clock: FakeClock, rate: float | None
+) -> None:
+    budget = RequestBudget(rate, clock=clock)
+    for _ in range(12):  # a 429 every 10 s (a concurrency limit, a hiccup), 20 answers between
+        clock.advance(10.0)
+        budget.on_rate_limited(0.1)
+        for _ in range(20):
+            budget.on_success()
+    for _ in range(1000):  # then a long stretch without a 429
+        budget.on_success()
+    assert budget.rate == (rate or 100.0)  # back at its ceiling

@@ -114,7 +114,7 @@ def test_status_keeps_queue_position_and_unknown_fields() -> None:
     assert status.raw["region"] == "us"
 
 
-@pytest.mark.parametrize("position", ["soon", True, [1], {"n": 1}])
+@pytest.mark.parametrize("position", ["soon", True, [1], {"n": 1}, float("inf"), float("nan")])
 def test_a_bad_queue_position_does_not_fail_the_check(position: Any) -> None:
     status = parse_status(
         {"request_id": RID, "status": "in_queue", "queue_position": position}, RID
@@ -225,7 +225,17 @@ def test_urls_lists_every_output_once_videos_first() -> None:
 
 @pytest.mark.parametrize(
     ("cost", "expected"),
-    [(0.84, 0.84), (1, 1.0), ("0.42", 0.42), (None, None), ("n/a", None), (True, None)],
+    [
+        (0.84, 0.84),
+        (1, 1.0),
+        ("0.42", 0.42),
+        (None, None),
+        ("n/a", None),
+        (True, None),
+        (10**400, None),
+        ("inf", None),
+        ("nan", None),
+    ],
 )
 def test_cost_is_read_in_usd_or_left_out(cost: Any, expected: float | None) -> None:
     body = {"request_id": RID, "status": "succeeded", "output": {"video": VIDEO}, "cost": cost}

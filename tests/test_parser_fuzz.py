@@ -8,9 +8,9 @@ the response parser returns a model or raises one of our own errors (a
 Three layers are fed: ``_api.map_error`` (status code + body -> error or None),
 the ``_models.parse_*`` functions (decoded JSON -> model), and the API layer
 itself over a ``MockTransport`` answering with arbitrary status codes, headers
-and bodies. Inputs that hit a known core bug are kept out of the properties
-(see ``_hits_known_bug``) and pinned by strict-xfail tests at the bottom, so the
-properties stay green and the xfails flip when the bug is fixed.
+and bodies. Hostile corners the strategies rarely reach (odd digits in ``error_code``,
+JSON nested 100,000 deep, numbers too large for a float) have their own tests
+at the bottom.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from runcomfy_async import (
@@ -51,7 +51,7 @@ from runcomfy_async._models import (
 from runcomfy_async._retry import parse_retry_after
 
 SETTINGS = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -164,32 +164,6 @@ retry_after_values = (
 )
 
 
-def _hits_known_bug(value: Any) -> bool:
-    """True for inputs that trip a core bug pinned by an xfail test below.
-
-    ``error_code`` strings that pass ``str.isdigit()`` but that ``int()`` refuses
-    (non-ASCII digits such as ``"²"``, or more than 4300 digits) make
-    ``map_error`` raise a bare ValueError. Remove this once fixed.
-    """
-    if isinstance(value, dict):
-        code = value.get("error_code")
-        if isinstance(code, str):
-            stripped = code.strip()
-            if stripped.isdigit():
-                try:
-                    int(stripped)
-                except ValueError:
-                    return True
-    return False
-
-
-def _decoded(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-
-
 # -- map_error ----------------------------------------------------------------------------
 
 
@@ -198,7 +172,6 @@ def _decoded(body: bytes) -> Any:
 def test_map_error_returns_none_or_our_error(
     status: int, body: bytes, retry_after: str | None
 ) -> None:
-    assume(not _hits_known_bug(_decoded(body)))
     headers = {} if retry_after is None else {"retry-after": retry_after}
     error = map_error(Response(status, headers, body), method="GET", path="/v1/requests/x/status")
     if error is None:
@@ -206,7 +179,10 @@ def test_map_error_returns_none_or_our_error(
         return
     assert isinstance(error, APIStatusError)
     assert error.status_code == status
-    str(error), repr(error)  # both render without raising
+    repr(error)
+    # What the server said reaches logs through this text: one line, bounded.
+    text = str(error)
+    assert "\n" not in text and "\r" not in text and len(text) < 1000
     if not 200 <= status < 300:
         if status == 429:
             assert isinstance(error, RateLimitError)
@@ -226,7 +202,6 @@ def test_non_json_5xx_is_a_server_error_with_an_excerpt(status: int, body: bytes
 @SETTINGS
 @given(body=api_dicts)
 def test_a_2xx_is_an_error_only_when_it_carries_an_error_code(body: dict[str, Any]) -> None:
-    assume(not _hits_known_bug(body))
     error = map_error(Response(200, {}, _dump(body)), method="GET", path="/p")
     flagged = body.get("error_code") not in (None, 0, "0")
     assert (error is not None) == flagged
@@ -336,7 +311,6 @@ async def _call(api: API, name: str) -> Any:
 async def test_api_calls_return_a_model_or_raise_our_error(
     call: str, status: int, body: bytes
 ) -> None:
-    assume(not _hits_known_bug(_decoded(body)))
     # A tiny Retry-After: a 429 pauses the shared budget for that long.
     api = _api(status, {"retry-after": "0.001"}, body, attempts=2)
     try:
@@ -353,7 +327,6 @@ async def test_api_calls_return_a_model_or_raise_our_error(
 async def test_a_429_with_any_retry_after_raises_our_error(
     call: str, retry_after: str | None, body: bytes
 ) -> None:
-    assume(not _hits_known_bug(_decoded(body)))
     headers = {} if retry_after is None else {"retry-after": retry_after}
     api = _api(429, headers, body, attempts=1)  # one try: the pause is never waited out
     with pytest.raises(RunComfyError) as info:
@@ -362,14 +335,9 @@ async def test_a_429_with_any_retry_after_raises_our_error(
         assert isinstance(info.value, RateLimitError)
 
 
-# -- known core bugs, pinned ---------------------------------------------------------------
+# -- hostile corners (each was a bug once) -------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="map_error: str error_code passing isdigit() but refused by int() raises ValueError",
-)
 @pytest.mark.parametrize(
     "code", ["\u00b2", "\u2460", "9" * 5000], ids=["superscript-two", "circled-one", "5000-digits"]
 )
@@ -377,27 +345,18 @@ def test_map_error_survives_odd_digit_error_codes(code: str) -> None:
     body = _dump({"error_code": code, "error_message": "nope"})
     error = map_error(Response(400, {}, body), method="GET", path="/p")
     assert isinstance(error, APIStatusError)
+    assert error.error_code is None
 
 
 DEEP = [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="_api._decode lets RecursionError out of json.loads on deeply nested bodies",
-)
 @pytest.mark.parametrize("body", DEEP, ids=["array", "object"])
 def test_map_error_survives_deeply_nested_json(body: bytes) -> None:
     error = map_error(Response(502, {}, body), method="GET", path="/p")
     assert isinstance(error, ServerError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="_api._decode lets RecursionError out of json.loads on deeply nested bodies",
-)
 @pytest.mark.parametrize("call", ["status", "result", "submit"])
 async def test_api_survives_deeply_nested_json(call: str) -> None:
     api = _api(200, {}, DEEP[0], attempts=1)
@@ -426,12 +385,6 @@ async def test_a_huge_retry_after_does_not_stall_the_client() -> None:
     assert status.state is JobState.QUEUED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=MalformedResponseError,
-    reason="lenient int/float hooks miss OverflowError: a huge cost or queue_position "
-    "fails the whole answer instead of reading as None",
-)
 @pytest.mark.parametrize(
     ("parse", "body"),
     [
@@ -443,6 +396,8 @@ async def test_a_huge_retry_after_does_not_stall_the_client() -> None:
 def test_informational_fields_are_read_leniently(parse: Any, body: dict[str, Any]) -> None:
     model = parse(body, "req-1")
     assert model.request_id == "req-1"
+    assert getattr(model, "cost", None) is None
+    assert getattr(model, "queue_position", None) is None
 
 
 @pytest.mark.parametrize("value", [None, "", 5, True, {"a": 1}, [1]], ids=repr)

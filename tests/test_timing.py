@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -23,7 +24,7 @@ def test_checks_grow_geometrically_with_age() -> None:
     for _ in range(5):
         t = policy.next_check(now=t, submitted=0.0, earliest=60.0)
         times.append(t)
-    ratios = [b / a for a, b in zip(times, times[1:])]
+    ratios = [b / a for a, b in itertools.pairwise(times)]
     assert all(r == pytest.approx(1.1) for r in ratios)
 
 
