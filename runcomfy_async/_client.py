@@ -172,6 +172,7 @@ class RunComfyClient:
         # A custom transport brings its own auth; only ours needs the token.
         self._needs_token = transport is None
         self._event_queues: set[asyncio.Queue[JobEvent | None]] = set()
+        self._close_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         tracking = self._scheduler.tracking if self._scheduler else 0
@@ -228,6 +229,8 @@ class RunComfyClient:
     def scheduler(self) -> PollScheduler:
         """The client's polling scheduler (created on first use)."""
         if self._scheduler is None:
+            if self._state is _State.CLOSED:
+                raise ClientStateError("this client is closed; create a new RunComfyClient")
             self._scheduler = PollScheduler(self._api, self._poll, include_cost=self._include_cost)
         return self._scheduler
 
@@ -242,16 +245,24 @@ class RunComfyClient:
         Idempotent. Jobs still running on the server keep running there; their
         request ids (``job.request_id``) let another client resume them.
         """
-        if self._state is _State.CLOSED:
-            return
-        self._state = _State.CLOSED
-        if self._scheduler is not None:
-            await self._scheduler.aclose()
-        for queue in self._event_queues:
-            queue.put_nowait(None)  # end every events() stream
-        self._cap.close()
-        self._budget.close()
-        await self._transport.aclose()
+        if self._close_task is None:
+            self._state = _State.CLOSED
+            # One close, run as its own task: if the caller of aclose() is
+            # cancelled midway, the close still completes (and a second
+            # aclose() waits for it instead of returning early).
+            self._close_task = asyncio.get_running_loop().create_task(self._close())
+        await asyncio.shield(self._close_task)
+
+    async def _close(self) -> None:
+        try:
+            if self._scheduler is not None:
+                await self._scheduler.aclose()
+        finally:
+            for queue in self._event_queues:
+                queue.put_nowait(None)  # end every events() stream
+            self._cap.close()
+            self._budget.close()
+            await self._transport.aclose()
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if getattr(self, "_state", None) is _State.OPEN:
@@ -309,6 +320,12 @@ class RunComfyClient:
                     await self._cap.acquire()
                     released = False
                     self._ready()
+            if self._state is _State.CLOSED:
+                # Paid for, but nobody will track it here: say which job it is.
+                raise ClientStateError(
+                    f"the client was closed while submitting; job {response.request_id} "
+                    f"({model_id}) was created: resume it with client.track(request_id, model_id)"
+                )
             tracked = self.scheduler.track(response.request_id, model_id)
         except BaseException:
             if not released:

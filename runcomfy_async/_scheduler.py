@@ -268,8 +268,13 @@ class PollScheduler:
             tasks.append(self._dispatcher)
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._fail_all()
+
+    def _fail_all(self) -> None:
         for t in list(self._jobs.values()):
             self._finish(
                 t,

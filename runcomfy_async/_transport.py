@@ -111,6 +111,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _task_is_being_cancelled() -> bool:
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    # Without Task.cancelling (3.10) we cannot tell; the close is the likely cause.
+    return bool(cancelling()) if cancelling is not None else False
+
+
 class _Secret:
     """Holds the token; its repr and str never show it."""
 
@@ -232,6 +239,15 @@ class AiohttpTransport:
                 f"connection failed during {request.method} {request.path}: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
+        except asyncio.CancelledError:
+            # Closing the session cancels requests waiting for a pooled
+            # connection; that is our close, not a cancellation of the caller.
+            if self._closed and not _task_is_being_cancelled():
+                raise ClientStateError(
+                    f"the client was closed while {request.method} {request.path} waited "
+                    "for a connection"
+                ) from None
+            raise
 
     async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
         # StreamReader.read(n) returns what has arrived so far, not n bytes:

@@ -391,6 +391,16 @@ def _now_iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _seconds_between(start: Any, end: Any) -> float | None:
+    """Seconds between two of the server's ISO timestamps, if both parse."""
+    try:
+        first = dt.datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+        last = dt.datetime.fromisoformat(str(end).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return round((last - first).total_seconds(), 3)
+
+
 def _outputs(result: Result) -> list[tuple[str, str]]:
     """Every output URL with the extension to use when its own has none."""
     out: list[tuple[str, str]] = []
@@ -437,7 +447,10 @@ class BatchRunner:
     - ``max_cost``: refuse to start (:class:`CostLimitError`) when what this
       run would submit is estimated above it (USD, list ``prices``).
     - ``progress``: True (auto), a mode (``"bar"``, ``"log"``, ``"off"``),
-      False, or a :class:`ProgressBar` of your own.
+      False, or a :class:`ProgressBar` of your own; ``progress_file`` is
+      where it writes (standard error by default).
+    - ``prices``: the :class:`PriceTable` for estimates (``max_cost``, reports).
+    - ``download_retry``: the :class:`RetryPolicy` of downloads.
     - ``cancel_on_interrupt``: on :meth:`stop` (Ctrl-C), cancel the jobs
       still queued on the server; else ``confirm_cancel(n)`` is asked, if
       given.
@@ -508,6 +521,7 @@ class BatchRunner:
         self._submitting = 0
         self._downloading = 0
         self._attempts: dict[str, int] = {}
+        self._times: dict[str, dict[str, float | None]] = {}  # what the journal knows, by id
         self.fatal_error: BaseException | None = None
         self.submitted = 0
         self.resumed = 0
@@ -646,6 +660,10 @@ class BatchRunner:
         if removed:
             logger.info("removed %d partial download(s) of an earlier run", removed)
         self._attempts = {job_id: row.attempts for job_id, row in rows.items()}
+        self._times = {
+            job_id: {"submitted_at": row.submitted_at, "finished_at": row.finished_at}
+            for job_id, row in rows.items()
+        }
         return plan
 
     # -- executing ---------------------------------------------------------------------
@@ -890,12 +908,14 @@ class BatchRunner:
         # here depends on it) and without an fsync of its own: until the next
         # one, a crash or power cut makes the job "unknown", never submitted
         # twice. The 'submitting' writes are the barriers that must be on disk.
+        now = time.time()
+        self._times[entry.id] = {"submitted_at": now, "finished_at": None}
         journal.defer(
             entry.id,
             soon=True,
             state=JournalState.SUBMITTED,
             request_id=job.request_id,
-            submitted_at=time.time(),
+            submitted_at=now,
         )
         self.submitted += 1
         self._spawn_waiter(entry, job)
@@ -920,6 +940,11 @@ class BatchRunner:
         self._waiters.add(task)
         task.add_done_callback(self._waiters.discard)
 
+    def _finished_now(self, job_id: str) -> float:
+        now = time.time()
+        self._times.setdefault(job_id, {"submitted_at": None})["finished_at"] = now
+        return now
+
     async def _wait_job(self, entry: ManifestEntry, job: Job) -> None:
         # Outcomes are journaled without waiting for the commit: no later step
         # relies on them being durable (a crash before the commit only means
@@ -935,7 +960,7 @@ class BatchRunner:
                     entry.id,
                     state=JournalState.CANCELLED,
                     error=_error_text(exc),
-                    finished_at=time.time(),
+                    finished_at=self._finished_now(entry.id),
                 )
                 await self._write_record(entry, job.request_id, error=_error_text(exc))
                 self._settle(entry.id, "cancelled")
@@ -945,7 +970,7 @@ class BatchRunner:
                     entry.id,
                     state=JournalState.FAILED,
                     error=_error_text(exc),
-                    finished_at=time.time(),
+                    finished_at=self._finished_now(entry.id),
                 )
                 await self._write_record(entry, job.request_id, error=_error_text(exc))
                 self._settle(entry.id, "failed")
@@ -968,7 +993,10 @@ class BatchRunner:
                 "finished_at": result.finished_at,
             }
             journal.defer(
-                entry.id, state=JournalState.FINISHED, result=info, finished_at=time.time()
+                entry.id,
+                state=JournalState.FINISHED,
+                result=info,
+                finished_at=self._finished_now(entry.id),
             )
             self._downloads.put_nowait((entry, info, job.request_id))
         finally:
@@ -1048,6 +1076,7 @@ class BatchRunner:
     ) -> None:
         """Write ``DIR/<id>.json``: the request, its id, timings, cost, URLs and files."""
         now = time.time()
+        times = self._times.get(entry.id, {})
         record = {
             "id": entry.id,
             "model": entry.model,
@@ -1062,7 +1091,15 @@ class BatchRunner:
                 "created_at": (info or {}).get("created_at"),
                 "finished_at": (info or {}).get("finished_at"),
             },
-            "recorded_at": _now_iso(now),
+            "timings": {
+                # when this client had the request id, saw the job end, saved its files
+                "submitted_at": _now_iso(times.get("submitted_at")),
+                "finished_at": _now_iso(times.get("finished_at")),
+                "downloaded_at": _now_iso(now) if files is not None else None,
+                "generation_seconds": _seconds_between(
+                    (info or {}).get("created_at"), (info or {}).get("finished_at")
+                ),
+            },
             "urls": [u for u, _ in (info or {}).get("outputs") or ()],
             "files": [f.as_dict() for f in files or ()],
         }

@@ -434,3 +434,57 @@ async def test_typed_inputs_and_a_log_progress_work_from_library_code(
     assert "clips: 2/2 done (100%)" in log.getvalue()
     assert "Batch of 2 jobs" in report.summary()
     assert Manifest.from_jobs(typed).entries[1].id == report.jobs[1].id
+
+
+async def test_hostile_output_urls_only_ever_write_inside_the_directory(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from runcomfy_async import MockTransport, Request, Response
+
+    async def serve_file(request: web.Request) -> web.Response:
+        return web.Response(body=b"data:" + request.path.encode())
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve_file)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    storage = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    hostile = {
+        "video": storage + "/a/..%2F..%2F..%2Fescape.sh",
+        "videos": [storage + "/a/..%2F..%2F..%2Fescape.sh", storage + "/b/%2e%2e/clip.MP4"],
+        "images": [storage + "/x/../../../etc/passwd.png", storage + "/y/.hidden"],
+    }
+
+    async def api(request: Request) -> Response:
+        if request.method == "POST":
+            body = {"request_id": "req-1"}
+        else:
+            body = {"request_id": "req-1", "status": "succeeded", "output": hostile}
+        return Response(200, {}, json.dumps(body).encode())
+
+    out = tmp_path / "out"
+    try:
+        async with RunComfyClient(
+            transport=MockTransport(api), poll=PollPolicy(time_scale=0.0001)
+        ) as client:
+            report = await run_batch(
+                [{"id": "clip", "model": T2V, "input": {"prompt": "x"}}],
+                out,
+                client=client,
+                progress=False,
+            )
+    finally:
+        await runner.cleanup()
+    assert report.ok, report.summary()
+    assert sorted(report["clip"].files) == ["clip-1.sh", "clip-2.mp4", "clip-3.png", "clip-4.png"]
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert sorted(n for n in os.listdir(out) if not n.startswith(".")) == [
+        "clip-1.sh",
+        "clip-2.mp4",
+        "clip-3.png",
+        "clip-4.png",
+        "clip.json",
+        "report.json",
+    ]

@@ -14,7 +14,7 @@ moments; ``client.aclose()`` at a random moment. Afterwards:
   our errors, never a CancelledError nobody asked for.
 
 Every run is driven by a seeded ``random.Random``: a failure names its seed.
-Known core bugs are pinned by strict xfail tests at the bottom.
+Core bugs found here are fixed; their tests stay as regressions at the bottom.
 """
 
 from __future__ import annotations
@@ -358,7 +358,7 @@ async def test_close_is_idempotent_and_concurrent_closes_agree(
     _assert_clean_shutdown(caplog)
 
 
-# -- focused cases; known core bugs pinned by strict xfails -----------------------------
+# -- focused cases: regressions of core bugs found by this campaign ---------------------
 
 
 def _queued_transport(gate: asyncio.Event | None = None) -> tuple[MockTransport, list[Request]]:
@@ -398,13 +398,6 @@ async def test_torture_with_submits_waiting_for_a_slot(
     _assert_clean_shutdown(caplog)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SpuriousCancellation,
-    reason="AiohttpTransport: closing the session cancels requests waiting for a pooled "
-    "connection (aiohttp's connector cancels its waiters), and send() lets that "
-    "CancelledError out into tasks nobody cancelled",
-)
 @pytest.mark.parametrize("seed", [41, 42])
 async def test_torture_with_requests_waiting_for_a_pooled_connection(
     seed: int, caplog: pytest.LogCaptureFixture
@@ -457,13 +450,6 @@ async def test_submits_waiting_for_a_slot_fail_with_client_state_error_on_close(
     assert sum(r.method == "POST" for r in sent) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a submit answered after aclose(), on a client whose scheduler was never created, "
-    "creates a new scheduler and dispatcher task after close: the Job never resolves and the "
-    "task stays pending",
-)
 async def test_a_submit_answered_after_close_leaves_no_task_behind() -> None:
     gate = asyncio.Event()
     transport, _ = _queued_transport(gate)
@@ -486,33 +472,20 @@ async def test_a_submit_answered_after_close_leaves_no_task_behind() -> None:
     assert leftover == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a submit answered after aclose() raises ClientStateError('the scheduler is "
-    "closed') without the request id of the job it created: a paid job nobody can resume",
-)
 async def test_a_submit_answered_after_close_names_the_job_it_created() -> None:
     gate = asyncio.Event()
     transport, _ = _queued_transport(gate)
     client = _mock_client(transport)
-    client.track("earlier", "vendor/model")  # the scheduler exists
+    client.track("earlier", "vendor/model")  # the scheduler exists (tracking sends nothing)
     submit = asyncio.create_task(client.submit("vendor/model", {"prompt": "x"}))
     await asyncio.sleep(0.01)
     await client.aclose()
     gate.set()
     with pytest.raises(ClientStateError) as info:
         await asyncio.wait_for(submit, 1)
-    assert "r2" in str(info.value)
+    assert "job r1 " in str(info.value)  # the first POST's id: the paid job can be resumed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="aclose() cancelled while it awaits the scheduler's tasks stops half way and marks "
-    "the client closed: unfinished jobs never resolve and the transport is never closed, "
-    "and a second aclose() returns at once",
-)
 async def test_a_cancelled_close_still_closes_everything() -> None:
     transport, _ = _queued_transport()
     client = _mock_client(transport)
