@@ -25,6 +25,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -73,7 +74,7 @@ class JobEvent:
     state: JobState
     queue_position: int | None = None
     error: BaseException | None = None
-    at: float = attrs.field(factory=lambda: loop_time())
+    at: float = attrs.field(factory=lambda: _now())
 
 
 Listener = Callable[[JobEvent], None]
@@ -581,7 +582,9 @@ class PollScheduler:
         t.failures = t.not_found = 0
         t.queue_position = status.queue_position
         if status.state.is_terminal:
-            # The outputs live on the result route: fetch them right away.
+            # The outputs live on the result route: fetch them right away (and
+            # leave QUEUED, or the next check would take the status route again).
+            t.last_state = status.state
             self._push(t, now)
             return
         self._not_done(t, status.state, now)
@@ -716,6 +719,14 @@ class PollScheduler:
 def loop_time() -> float:
     """The running event loop's clock (``time.monotonic`` for asyncio's loops)."""
     return asyncio.get_running_loop().time()
+
+
+def _now() -> float:
+    # The loop's clock inside a loop; the same monotonic clock outside one.
+    try:
+        return loop_time()
+    except RuntimeError:
+        return time.monotonic()
 
 
 def _short(value: Any, limit: int = 300) -> str:

@@ -329,3 +329,29 @@ def test_malformed_bodies_are_our_error() -> None:
 
     with pytest.raises(MalformedResponseError):
         parse_result("not an object", "x")
+
+
+def test_a_listener_never_traps_a_finished_job_on_the_status_route() -> None:
+    # With a listener, queued jobs are checked on the status route (it has
+    # queue_position); once it says terminal, the result route must follow.
+    async def main() -> tuple[FakeAPI, Tracked]:
+        api = FakeAPI(workers=1)
+        sched = PollScheduler(api, PollPolicy())
+        sched.add_listener(lambda _: None)
+        now = asyncio.get_running_loop().time()
+        api.add("a", 70.0, now=now)
+        api.add("b", 1.0, now=now)  # queued behind a, then done before it is seen running
+        sched.track("a", KLING)
+        t = sched.track("b", KLING)
+        await asyncio.wait_for(t.waiter, 1000)
+        await sched.aclose()
+        return api, t
+
+    api, t = run_virtual(main)
+    assert isinstance(t.outcome, Result)
+    assert api.status_checks < 20
+
+
+def test_job_events_can_be_built_outside_a_loop() -> None:
+    event = JobEvent("r", "m", JobState.RUNNING)
+    assert event.at > 0
