@@ -39,6 +39,15 @@ from ._scheduler import JobEvent, PollScheduler
 from ._timing import PollPolicy
 from ._transport import MockTransport, Request, Response, Transport
 from ._version import __version__
+from .batch import (
+    BatchReport,
+    BatchRunner,
+    CostLimitError,
+    JournalError,
+    Manifest,
+    ManifestError,
+    run_batch,
+)
 from .inputs import (
     Element,
     KlingImageToVideo,
@@ -48,13 +57,17 @@ from .inputs import (
     PriceTable,
     estimate_cost,
 )
+from .progress import ProgressBar, track_progress
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "APIStatusError",
     "AuthenticationError",
+    "BatchReport",
+    "BatchRunner",
     "CancelOutcome",
     "ClientStateError",
+    "CostLimitError",
     "Element",
     "InputValidationError",
     "InsufficientBalanceError",
@@ -66,9 +79,12 @@ __all__ = [
     "JobFailedError",
     "JobState",
     "JobTimeoutError",
+    "JournalError",
     "KlingImageToVideo",
     "KlingTextToVideo",
     "MalformedResponseError",
+    "Manifest",
+    "ManifestError",
     "MockTransport",
     "ModelInput",
     "MultiPromptSegment",
@@ -77,6 +93,7 @@ __all__ = [
     "PollPolicy",
     "PollScheduler",
     "PriceTable",
+    "ProgressBar",
     "RateLimitError",
     "Request",
     "RequestBudget",
@@ -95,4 +112,6 @@ __all__ = [
     "ValidationProblem",
     "__version__",
     "estimate_cost",
+    "run_batch",
+    "track_progress",
 ]

@@ -18,8 +18,13 @@ Every error the library raises on purpose derives from :class:`RunComfyError`::
     │   ├── JobFailedError             the server says the job failed (carries its payload)
     │   ├── JobCancelledError          the job was cancelled
     │   └── JobTimeoutError            we stopped waiting (also TimeoutError)
-    ├── InputValidationError           bad input, found before any money is spent (also ValueError)
-    └── ClientStateError               misuse of the client lifecycle (also RuntimeError)
+    ├── InputValidationError           bad input, found before money is spent (also ValueError)
+    ├── ClientStateError               misuse of the client lifecycle (also RuntimeError)
+    │   (raised by the bulk runner, runcomfy_async.batch:)
+    ├── ManifestError                  bad manifest lines, each with its number (also ValueError)
+    ├── CostLimitError                 the run's estimate is above --max-cost (also ValueError)
+    ├── JournalError                   the batch journal is unusable (locked, corrupt, changed)
+    └── DownloadError                  an output could not be downloaded
 
 Messages never contain the API token: the token is never passed to any of
 these constructors, and bodies are kept as the server sent them (the server

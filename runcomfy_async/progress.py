@@ -169,8 +169,7 @@ class ProgressBar:
         return "bar" if tty else "log"
 
     def _make_bar(self) -> Any:
-        from tqdm.auto import tqdm
-
+        tqdm = _tqdm_class()
         return tqdm(
             total=self.total,
             initial=self.initial,
@@ -338,3 +337,20 @@ def track_progress(client: RunComfyClient, total: int | None = None, **options: 
     ``options`` are :class:`ProgressBar`'s (``desc``, ``mode``, ``file``, ...).
     """
     return ProgressBar(total, client=client, **options)
+
+
+def _tqdm_class() -> Any:
+    """``tqdm.auto``'s choice, but the text bar where a notebook has no ipywidgets.
+
+    (tqdm.auto picks its widget bar in any notebook and then only warns that
+    ipywidgets is missing; the text bar renders fine there.)
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is None:
+        from tqdm.std import tqdm as text_tqdm
+
+        return text_tqdm
+    from tqdm.auto import tqdm as auto_tqdm
+
+    return auto_tqdm
