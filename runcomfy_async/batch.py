@@ -809,6 +809,7 @@ class BatchRunner:
         self._open.discard(job_id)
         if self._bar is not None:
             self._bar.advance(outcome)
+            self._count_states(self._bar)  # the last line must not show stale counts
         if not self._open:
             self._all_done.set()
 
@@ -820,10 +821,13 @@ class BatchRunner:
         queue positions this bar does not show), which costs requests.
         """
         while True:
-            states = collections.Counter(job.status for job in self._inflight.values())
-            bar.set_count("queued", states[JobState.QUEUED])
-            bar.set_count("running", states[JobState.RUNNING])
+            self._count_states(bar)
             await asyncio.sleep(0.5)
+
+    def _count_states(self, bar: ProgressBar) -> None:
+        states = collections.Counter(job.status for job in self._inflight.values())
+        bar.set_count("queued", states[JobState.QUEUED])
+        bar.set_count("running", states[JobState.RUNNING])
 
     def _show(self) -> None:
         if self._bar is not None:
