@@ -457,10 +457,12 @@ class PollScheduler:
 
     def _end_probing(self, model_id: str, now: float) -> None:
         """A job of the model succeeded: stop probing, schedule every parked job."""
+        minimum = self.latency(model_id).minimum()
+        if minimum is None:
+            return  # nothing learned: the probes must go on, or parked jobs wait forever
         cohort = self._cohort.pop(model_id, None)
         self._probe_due.pop(model_id, None)
-        minimum = self.latency(model_id).minimum()
-        if not cohort or minimum is None:
+        if not cohort:
             return
         for t in cohort:
             if t.done or not t.in_cohort:
@@ -647,6 +649,8 @@ class PollScheduler:
         duration = _server_duration(result)
         if duration is None or duration > now - t.submitted + 5.0:
             duration = t.last_not_done - t.submitted  # a lower bound we are sure of
+        # Done at its first check: all we know is that this model can be fast.
+        duration = max(duration, self.policy.scaled(self.policy.min_interval))
         moved = self.latency(t.model_id).observe(duration)
         if t.model_id in self._cohort:
             self._end_probing(t.model_id, now)

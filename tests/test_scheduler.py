@@ -355,3 +355,24 @@ def test_a_listener_never_traps_a_finished_job_on_the_status_route() -> None:
 def test_job_events_can_be_built_outside_a_loop() -> None:
     event = JobEvent("r", "m", JobState.RUNNING)
     assert event.at > 0
+
+
+def test_an_unseen_model_learns_even_when_results_carry_no_timestamps() -> None:
+    # Probed jobs are often done at their first check; with no server
+    # timestamps the only bound is "fast". That must still end the probing
+    # and free every parked job (it once left them parked forever).
+    async def main() -> list[Tracked]:
+        api = FakeAPI()
+        api.timestamps = False
+        sched = PollScheduler(api, PollPolicy())
+        now = asyncio.get_running_loop().time()
+        tracked = []
+        for i in range(400):
+            api.add(f"j{i}", 30.0 + i % 7, now=now)
+            tracked.append(sched.track(f"j{i}", UNKNOWN))
+        await asyncio.wait_for(asyncio.gather(*(t.waiter for t in tracked)), 10_000)
+        await sched.aclose()
+        return tracked
+
+    tracked = run_virtual(main)
+    assert all(isinstance(t.outcome, Result) for t in tracked)

@@ -85,6 +85,7 @@ class FakeAPI:
         self.malformed: set[str] = set()
         self._workers = workers
         self._free_at: list[float] = []
+        self.timestamps = True  # False: results carry no created_at / finished_at
 
     def add(
         self, request_id: str, duration: float, *, outcome: str = "succeeded", now: float
@@ -139,11 +140,9 @@ class FakeAPI:
             raise NotFoundError("gone", status_code=404, error_code=404001)
         body: dict[str, Any] = {"request_id": request_id, "status": state}
         if state == "succeeded":
-            body.update(
-                output={"video": f"https://storage.example/{request_id}.mp4"},
-                created_at=_iso(job.created),
-                finished_at=_iso(job.finish),
-            )
+            body["output"] = {"video": f"https://storage.example/{request_id}.mp4"}
+            if self.timestamps:
+                body.update(created_at=_iso(job.created), finished_at=_iso(job.finish))
         elif state == "failed":
             body["error"] = {"code": "E", "message": "generation failed"}
         return parse_result(body, request_id)
