@@ -14,8 +14,7 @@ import gc
 import importlib.util
 import logging
 import sys
-import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 from aiohttp import web
+from emuthread import ThreadedEmulator
 
 from runcomfy_async import RunComfyClient
 from runcomfy_async.emulator import Emulator, Faults
@@ -42,45 +42,6 @@ def _load_example() -> ModuleType:
 
 
 webapp = _load_example()
-
-
-class ThreadedEmulator:
-    """An :class:`Emulator` on its own event loop in a daemon thread."""
-
-    def __init__(self, **options: Any) -> None:
-        self._options = options
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self.emu: Emulator
-
-    def __enter__(self) -> ThreadedEmulator:
-        self._thread.start()
-
-        async def start() -> Emulator:
-            emu = Emulator(**self._options)
-            await emu.start()
-            return emu
-
-        self.emu = self._call(start())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        async def stop() -> None:
-            await self.emu.close()
-            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in rest:
-                task.cancel()
-            await asyncio.gather(*rest, return_exceptions=True)
-
-        try:
-            self._call(stop())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop.close()
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
 
 @pytest.fixture
