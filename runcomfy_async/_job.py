@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from ._errors import JobTimeoutError
+from ._errors import JobCancelledError, JobTimeoutError
 from ._models import JobState, Result
 from ._scheduler import Tracked
 
@@ -52,8 +52,6 @@ class Job:
         if isinstance(outcome, Result):
             return outcome.status
         if outcome is not None:
-            from ._errors import JobCancelledError
-
             return JobState.CANCELLED if isinstance(outcome, JobCancelledError) else JobState.FAILED
         return self._t.last_state
 

@@ -83,7 +83,8 @@ _ALIASES: dict[str, JobState] = {
 }
 
 
-def _frozen_dict(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+def _as_dict(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    # A copy: the caller's mapping may change later; None means no output.
     return dict(value) if value else {}
 
 
@@ -120,7 +121,7 @@ class Result:
 
     request_id: str
     status: JobState
-    output: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_dict)
+    output: Mapping[str, Any] = attrs.field(factory=dict, converter=_as_dict)
     error: Any = None
     created_at: str | None = None
     finished_at: str | None = None
