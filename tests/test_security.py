@@ -183,54 +183,51 @@ async def test_token_is_absent_from_log_records_at_every_level(
     _assert_secret_free(*(repr(record.__dict__) for record in caplog.records))
 
 
-async def _auth_error(make: MakeEmulator) -> BaseException:
-    emu = await make(token="another-accounts-token")
+async def _caught(
+    make: MakeEmulator,
+    call: Callable[[RunComfyClient], Awaitable[object]],
+    expected: type[BaseException],
+    *,
+    token: str = TOKEN,
+) -> BaseException:
+    """The ``expected`` error that ``call`` raises on a client of a fresh emulator."""
+    emu = await make(token=token)
     async with _client(emu) as client:
         try:
-            await client.status("req-1")
-        except AuthenticationError as exc:
+            await call(client)
+        except expected as exc:
             return exc
-    raise AssertionError("no AuthenticationError")
+    raise AssertionError(f"no {expected.__name__}")
+
+
+async def _auth_error(make: MakeEmulator) -> BaseException:
+    # The emulator accepts another account's token, not ours.
+    return await _caught(
+        make, lambda c: c.status("req-1"), AuthenticationError, token="another-accounts-token"
+    )
 
 
 async def _submit_auth_error(make: MakeEmulator) -> BaseException:
-    emu = await make(token="another-accounts-token")
-    async with _client(emu) as client:
-        try:
-            await client.run(KlingTextToVideo(prompt="a fox"))
-        except AuthenticationError as exc:
-            return exc
-    raise AssertionError("no AuthenticationError")
+    return await _caught(
+        make,
+        lambda c: c.run(KlingTextToVideo(prompt="a fox")),
+        AuthenticationError,
+        token="another-accounts-token",
+    )
 
 
 async def _not_found(make: MakeEmulator) -> BaseException:
-    emu = await make(token=TOKEN)
-    async with _client(emu) as client:
-        try:
-            await client.result("no-such-request")
-        except NotFoundError as exc:
-            return exc
-    raise AssertionError("no NotFoundError")
+    return await _caught(make, lambda c: c.result("no-such-request"), NotFoundError)
 
 
 async def _invalid_request(make: MakeEmulator) -> BaseException:
-    emu = await make(token=TOKEN)
-    async with _client(emu) as client:
-        try:
-            await client.submit("vendor/unknown-model", {"prompt": "x"})
-        except InvalidRequestError as exc:
-            return exc
-    raise AssertionError("no InvalidRequestError")
+    call = lambda c: c.submit("vendor/unknown-model", {"prompt": "x"})  # noqa: E731
+    return await _caught(make, call, InvalidRequestError)
 
 
 async def _input_validation(make: MakeEmulator) -> BaseException:
-    emu = await make(token=TOKEN)
-    async with _client(emu) as client:
-        try:
-            await client.submit(PRO, {"prompt": "", "duration": 99})
-        except InputValidationError as exc:
-            return exc
-    raise AssertionError("no InputValidationError")
+    call = lambda c: c.submit(PRO, {"prompt": "", "duration": 99})  # noqa: E731
+    return await _caught(make, call, InputValidationError)
 
 
 async def _faulty_status(make: MakeEmulator, faults: Faults, **options: Any) -> BaseException:
@@ -353,13 +350,7 @@ async def _closed(make: MakeEmulator) -> BaseException:
 
 
 async def _bad_request_id(make: MakeEmulator) -> BaseException:
-    emu = await make(token=TOKEN)
-    async with _client(emu) as client:
-        try:
-            await client.cancel("../../v1/models/x")
-        except ValueError as exc:
-            return exc
-    raise AssertionError("no ValueError")
+    return await _caught(make, lambda c: c.cancel("../../v1/models/x"), ValueError)
 
 
 PROVOKERS: dict[str, Callable[[MakeEmulator], Awaitable[BaseException]]] = {
