@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -234,13 +234,27 @@ class API:
     def __repr__(self) -> str:
         return f"<API transport={self.transport!r} budget={self.budget!r}>"
 
-    async def submit(self, model_id: str, payload: Mapping[str, Any]) -> SubmitResponse:
-        """Submit a paid job once; retried only where it certainly did not land."""
+    async def submit(
+        self,
+        model_id: str,
+        payload: Mapping[str, Any],
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> SubmitResponse:
+        """Submit a paid job once; retried only where it certainly did not land.
+
+        ``before_send`` is awaited once the request holds its budget token and
+        immediately before each attempt's bytes may leave: a journal marks its
+        row "submitting" there, so only a POST that may have been sent can
+        become an unknown outcome after a crash.
+        """
         path = "/v1/models/" + quote(_check_model_id(model_id), safe="/")
         request = Request("POST", path, json=dict(payload))
         for retry_number in range(self.retry.attempts):
             last = retry_number == self.retry.attempts - 1
             await self.budget.acquire(Priority.SUBMIT)
+            if before_send is not None:
+                await before_send()
             try:
                 response = await self.transport.send(request)
             except MalformedResponseError as exc:

@@ -14,7 +14,7 @@ import enum
 import logging
 import os
 import warnings
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -282,6 +282,7 @@ class RunComfyClient:
         *,
         validate: bool | None = None,
         allow_unknown_fields: bool = False,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Job:
         """Submit one paid job and return its :class:`Job` at once (tracking starts).
 
@@ -291,6 +292,9 @@ class RunComfyClient:
         Waits while ``max_in_flight`` jobs are in flight. Raises
         :class:`SubmitOutcomeUnknown` when the submit may have created a job
         that we cannot name: it is never resubmitted behind your back.
+        ``before_send`` is awaited after the job holds its in-flight slot and
+        request token, immediately before the POST may leave (a journal's
+        "submitting" mark belongs there, not earlier).
         """
         self._ready()
         do_validate = self._validate if validate is None else validate
@@ -303,7 +307,7 @@ class RunComfyClient:
             self._ready()  # the client may have closed while we waited for a slot
             for attempt in range(_SUBMIT_ROUNDS):
                 try:
-                    response = await self._api.submit(model_id, body)
+                    response = await self._api.submit(model_id, body, before_send=before_send)
                     break
                 except RateLimitError as exc:
                     # The API already retried; the server certainly rejected it

@@ -766,3 +766,26 @@ async def test_closing_fails_submits_waiting_for_a_slot_with_client_state_error(
     ]
     assert ends == [ClientStateError, ClientStateError], ends
     assert emu.counters.submit == 1
+
+
+async def test_before_send_runs_after_slot_and_token_immediately_before_the_post() -> None:
+    """The hook sees the job holding its slot, and runs before the POST leaves."""
+    from runcomfy_async import MockTransport, RunComfyClient
+    from runcomfy_async._transport import Response
+
+    order: list[str] = []
+
+    async def handler(request: Request) -> Response:
+        order.append(f"send {request.method}")
+        if request.method == "POST":
+            return Response(200, body=b'{"request_id": "r1"}')
+        return Response(200, body=b'{"request_id": "r1", "status": "in_progress"}')
+
+    client = RunComfyClient("tok", transport=MockTransport(handler), max_in_flight=1)
+    async with client:
+
+        async def hook() -> None:
+            order.append(f"hook in_flight={client.in_flight}")
+
+        await client.submit("some/model", {"prompt": "x"}, before_send=hook)
+    assert order[:2] == ["hook in_flight=1", "send POST"]
