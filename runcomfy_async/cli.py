@@ -566,7 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "emulator":
         from .emulator import main as emulator_main
 
-        return emulator_main(argv[1:])
+        return emulator_main(argv[1:], prog="runcomfy-async emulator")
     args = _parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     logging.basicConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import ipaddress
 import json
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -19,9 +20,13 @@ from ._counters import Counters
 from ._faults import Decision, FaultInjector, format_retry_after
 from ._jobs import Job, JobBoard, result_status, route_status
 
-__all__ = ["ApiOrigin", "drop_connection"]
+__all__ = ["ApiOrigin", "Handler", "Route", "drop_connection"]
 
-_Handler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+"""An API route's handler: the request and the bearer token it authenticated with."""
+
+Route = tuple[str, str, str, Handler]
+"""One row of the API's route table: method, path, counter name, handler."""
 
 _REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 _GATEWAY_PAGE = (
@@ -45,6 +50,20 @@ def drop_connection(request: web.BaseRequest) -> web.StreamResponse:
     if transport is not None:
         transport.close()
     return web.Response(status=500)
+
+
+# Marks the (never sent) response of a dropped request, so the counting
+# wrapper can tell a drop from a real 500.
+_DROPPED = "runcomfy_async.emulator.dropped"
+
+
+def _is_loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _json(status: int, body: Mapping[str, Any], **headers: str) -> web.Response:
@@ -112,32 +131,55 @@ class ApiOrigin:
         counters: Counters,
         tokens: Collection[str],
         closing: asyncio.Event,
+        max_jobs_per_token: int | None = None,
     ) -> None:
         self.board = board
         self.injector = injector
         self.counters = counters
         self.tokens = tokens
+        self.max_jobs_per_token = max_jobs_per_token
         self.base_url = ""
         self.storage_url = ""
         self._closing = closing
 
-    def make_app(self) -> web.Application:
-        """The application serving the four API routes and ``GET /_emulator/counters``."""
+    def routes(self) -> list[Route]:
+        """The four API routes as ``(method, path, counter name, handler)`` rows.
+
+        Every row goes through the same gate (counting, faults, bearer auth).
+        The counter name is the route's name in :class:`Counters` and in
+        ``Faults.routes``; a name neither knows is counted only in
+        ``answers_by_route`` and gets no faults.
+        """
+        return [
+            ("POST", "/v1/models/{model_id:.+}", "submit", self._submit),
+            ("GET", "/v1/requests/{request_id}/status", "status", self._status),
+            ("GET", "/v1/requests/{request_id}/result", "result", self._result),
+            ("POST", "/v1/requests/{request_id}/cancel", "cancel", self._cancel),
+        ]
+
+    def make_app(self, routes: list[Route] | None = None) -> web.Application:
+        """The application serving ``routes`` (default :meth:`routes`) and the counters."""
         app = web.Application()
-        app.router.add_post("/v1/models/{model_id:.+}", self._route("submit", self._submit))
-        app.router.add_get("/v1/requests/{request_id}/status", self._route("status", self._status))
-        app.router.add_get("/v1/requests/{request_id}/result", self._route("result", self._result))
-        app.router.add_post("/v1/requests/{request_id}/cancel", self._route("cancel", self._cancel))
+        for method, path, name, handler in self.routes() if routes is None else routes:
+            app.router.add_route(method, path, self._route(name, handler))
         app.router.add_get("/_emulator/counters", self._counters_view)
         return app
 
     # -- the gate every API request goes through -----------------------------------
 
     def _route(
-        self, route: str, handler: _Handler
+        self, route: str, handler: Handler
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def serve(request: web.Request) -> web.StreamResponse:
-            setattr(self.counters, route, getattr(self.counters, route) + 1)
+            counters = self.counters
+            if hasattr(counters, route):
+                setattr(counters, route, getattr(counters, route) + 1)
+            counters.note_arrival()
+            response = await answer(request)
+            counters.note_answer(route, "drop" if response.get(_DROPPED) else response.status)
+            return response
+
+        async def answer(request: web.Request) -> web.StreamResponse:
             decision = self.injector.decide(route, request.headers.get("Authorization", ""))
             if decision.slow_seconds:
                 await self._pause(decision.slow_seconds)
@@ -145,17 +187,23 @@ class ApiOrigin:
                 return self._fault(decision)
             if decision.drop == "before":
                 await request.read()  # the whole request was sent: the client cannot tell
-                return drop_connection(request)
+                return self._drop(request)
             token = self._authenticate(request)
             if token is None:
                 self.counters.bad_token += 1
                 return _error(401, "invalid, expired or missing API token", 400004)
             response = await handler(request, token)
             if decision.drop == "after":
-                return drop_connection(request)
+                return self._drop(request)
             return response
 
         return serve
+
+    @staticmethod
+    def _drop(request: web.Request) -> web.StreamResponse:
+        response = drop_connection(request)
+        response[_DROPPED] = True
+        return response
 
     async def _pause(self, seconds: float) -> None:
         # Closing the emulator wakes every delayed answer at once.
@@ -215,10 +263,25 @@ class ApiOrigin:
             return self._invalid("body is not valid JSON", [])
         if not isinstance(payload, dict):
             return self._invalid("body must be a JSON object", [])
+        self.counters.note_submit(token)
         if is_validated(model_id):
             detail = _validation_detail(model_id, payload)
             if detail:
                 return self._invalid(f"invalid input for {model_id}", detail)
+        limit = self.max_jobs_per_token
+        if limit is not None and self.board.active(token) >= limit:
+            # Like the Kling provider: parallel tasks per account are capped, and
+            # a submit past the cap is refused (nothing created, nothing billed).
+            self.counters.account_limited += 1
+            return _json(
+                429,
+                {
+                    "error_message": "Too Many Requests",
+                    "detail": f"concurrency limit: at most {limit} jobs queued or running "
+                    "per account",
+                },
+            )
+        self.counters.note_accepted(model_id, payload)
         job = self.board.create(model_id, payload, token)
         urls = self._urls(job.request_id)
         body = {"request_id": job.request_id, **urls}
@@ -270,6 +333,10 @@ class ApiOrigin:
         return _json(202, body)
 
     async def _counters_view(self, request: web.Request) -> web.StreamResponse:
+        # Counters name tokens: only a client on this machine may read them,
+        # even when the emulator listens on every interface.
+        if not _is_loopback(request.remote):
+            return _error(403, "the counters are served to loopback clients only")
         body: dict[str, Any] = dict(self.counters.as_dict())
         body["jobs_in_queue"] = self.board.queued
         body["jobs_in_progress"] = self.board.running

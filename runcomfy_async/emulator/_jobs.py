@@ -1,4 +1,4 @@
-"""Jobs and the server-side queue: one FIFO and worker pool per account, scaled time.
+"""Jobs and the server-side queue: one queue and worker pool per account, scaled time.
 
 Scale matters here: benchmarks put thousands of jobs through the emulator, so
 no job owns a task. A queued job is an entry in its account's deque; a running
@@ -6,7 +6,8 @@ job is one ``loop.call_at`` timer (a heap entry in the event loop), so a job
 costs O(log n) to start and finish. ``queue_position`` is O(log n) too: jobs
 leave a FIFO from its head except when cancelled, so a job's position is its
 sequence number minus the jobs started before it minus the queued jobs
-cancelled before it (a bisect in a sorted list).
+cancelled before it (a bisect in a sorted list). The other disciplines (random
+order, LIFO) keep a sorted list of the queued jobs' sequence numbers instead.
 """
 
 from __future__ import annotations
@@ -26,12 +27,35 @@ import attrs
 from ._config import ModelProfile, clip_facts
 from ._counters import Counters
 
-__all__ = ["ALT_SPELLING_RATE", "Job", "JobBoard", "JobState", "result_status", "route_status"]
+__all__ = [
+    "ALT_SPELLING_RATE",
+    "QUEUE_DISCIPLINES",
+    "VOCABULARIES",
+    "Job",
+    "JobBoard",
+    "JobState",
+    "QueueDiscipline",
+    "Vocabulary",
+    "result_status",
+    "route_status",
+]
 
 JobState = Literal["in_queue", "in_progress", "succeeded", "failed", "cancelled"]
 
+Vocabulary = Literal["documented", "mixed", "wild"]
+VOCABULARIES: tuple[Vocabulary, ...] = ("documented", "mixed", "wild")
+"""Status vocabularies: the documented words (default), or a share of jobs in other spellings."""
+
+QueueDiscipline = Literal["fifo", "random", "lifo"]
+QUEUE_DISCIPLINES: tuple[QueueDiscipline, ...] = ("fifo", "random", "lifo")
+"""The orders in which an account's queued jobs may be started."""
+
 ALT_SPELLING_RATE = 0.3
-"""Share of jobs answered with the alternative spellings under ``vocabulary="mixed"``."""
+"""Default share of jobs answered with alternative spellings under ``"mixed"`` / ``"wild"``."""
+
+# Non-terminal words RunComfy's clients meet besides the documented ones ("wild" only).
+_ALT_QUEUED = ("pending", "waiting")
+_ALT_RUNNING = ("starting", "processing")
 
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -67,6 +91,8 @@ class Job:
     finished_at: datetime | None = attrs.field(default=None, repr=False)
     error: dict[str, Any] | None = attrs.field(default=None, repr=False)
     alt_spelling: bool = attrs.field(default=False, repr=False)
+    alt_variant: int = attrs.field(default=0, repr=False)
+    wild: bool = attrs.field(default=False, repr=False)
     seq: int = attrs.field(default=0, repr=False)
 
     @property
@@ -76,12 +102,24 @@ class Job:
 
 
 def route_status(job: Job) -> str:
-    """The job's state in the status route's words: ``completed``, or ``succeeded`` when alt."""
+    """The job's state in the status route's words.
+
+    Documented: ``in_queue``, ``in_progress``, ``completed``, ``cancelled`` (and
+    ``failed``, which RunComfy's own clients take as terminal). A job chosen
+    for alternative spellings says ``succeeded`` / ``canceled``, and under the
+    ``"wild"`` vocabulary ``pending`` / ``waiting`` while queued and
+    ``starting`` / ``processing`` while running.
+    """
     state = job.state
     if state == "succeeded":
         return "succeeded" if job.alt_spelling else "completed"
     if state == "cancelled" and job.alt_spelling:
         return "canceled"
+    if job.alt_spelling and job.wild:
+        if state == "in_queue":
+            return _ALT_QUEUED[job.alt_variant]
+        if state == "in_progress":
+            return _ALT_RUNNING[job.alt_variant]
     return state
 
 
@@ -98,6 +136,8 @@ class _Account:
 
     queue: deque[Job] = attrs.field(factory=deque)
     running: int = 0
+    active: int = 0  # queued or running: what a per-account concurrency limit counts
+    waiting: list[int] = attrs.field(factory=list)  # queued seqs, sorted (non-FIFO only)
     next_seq: int = 0
     left_by_starting: int = 0
     cancelled_seqs: list[int] = attrs.field(factory=list)
@@ -117,7 +157,10 @@ class JobBoard:
         workers: int,
         time_scale: float,
         seed: int,
-        mixed_vocabulary: bool,
+        id_seed: int | None = None,
+        vocabulary: Vocabulary = "documented",
+        alt_spelling_rate: float = ALT_SPELLING_RATE,
+        queue: QueueDiscipline = "fifo",
         counters: Counters,
         job_fails: Callable[[], bool],
     ) -> None:
@@ -125,6 +168,12 @@ class JobBoard:
             raise ValueError(f"workers must be >= 1, got {workers!r}")
         if time_scale < 0:
             raise ValueError(f"time_scale must be >= 0, got {time_scale!r}")
+        if vocabulary not in VOCABULARIES:
+            raise ValueError(f"vocabulary must be one of {VOCABULARIES}, got {vocabulary!r}")
+        if not 0.0 <= alt_spelling_rate <= 1.0:
+            raise ValueError(f"alt_spelling_rate must be within [0, 1], got {alt_spelling_rate!r}")
+        if queue not in QUEUE_DISCIPLINES:
+            raise ValueError(f"queue must be one of {QUEUE_DISCIPLINES}, got {queue!r}")
         self.models = dict(models)
         self.workers = workers
         self.time_scale = time_scale
@@ -132,10 +181,16 @@ class JobBoard:
         self.queued = 0
         self.running = 0
         self._seed = seed
-        self._mixed = mixed_vocabulary
+        self.vocabulary = vocabulary
+        self.alt_spelling_rate = alt_spelling_rate
+        self.discipline = queue
         self._counters = counters
         self._job_fails = job_fails
-        self._ids = random.Random(f"ids:{seed}")
+        # Without an explicit seed, ids come from the OS (uuid4): two emulator
+        # lives must never hand out the same id (a resumed batch would take
+        # another job's output).
+        self._ids = None if id_seed is None else random.Random(f"ids:{id_seed}")
+        self._order = random.Random(f"queue:{seed}")
         self._vocabulary = random.Random(f"vocabulary:{seed}")
         self._durations: dict[str, random.Random] = {}
         self._accounts: dict[str, _Account] = {}
@@ -155,8 +210,9 @@ class JobBoard:
         account = self._accounts.get(token)
         if account is None:
             account = self._accounts[token] = _Account()
+        alt = self.vocabulary != "documented" and self._vocabulary.random() < self.alt_spelling_rate
         job = Job(
-            request_id=str(uuid.UUID(int=self._ids.getrandbits(128), version=4)),
+            request_id=self._new_id(),
             model_id=model_id,
             payload=payload,
             token=token,
@@ -165,22 +221,45 @@ class JobBoard:
             duration=self.models[model_id].draw(rng, clip_seconds),
             created=time.monotonic(),
             created_at=_utcnow(),
-            alt_spelling=self._mixed and self._vocabulary.random() < ALT_SPELLING_RATE,
+            alt_spelling=alt,
+            alt_variant=self._vocabulary.randrange(2) if alt else 0,
+            wild=self.vocabulary == "wild",
             seq=account.next_seq,
         )
         account.next_seq += 1
         self.jobs[job.request_id] = job
         self._counters.jobs_created += 1
+        account.active += 1
+        self._counters.note_active(token, account.active)
         account.queue.append(job)
+        if self.discipline != "fifo":
+            account.waiting.append(job.seq)  # seqs grow: the list stays sorted
         self.queued += 1
         self._pump(account)
         return job
+
+    def _new_id(self) -> str:
+        if self._ids is None:
+            return str(uuid.uuid4())
+        return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
+
+    def active(self, token: str) -> int:
+        """Jobs of ``token``'s account queued or running right now."""
+        account = self._accounts.get(token)
+        return account.active if account is not None else 0
 
     def queue_position(self, job: Job) -> int | None:
         """1-based position of a queued job among its account's queued jobs; None if not queued."""
         if job.state != "in_queue":
             return None
         account = self._accounts[job.token]
+        if self.discipline == "lifo":
+            # Served newest first: the jobs ahead are the younger queued ones.
+            return len(account.waiting) - bisect.bisect_right(account.waiting, job.seq) + 1
+        if self.discipline == "random":
+            # Positions by arrival, as a queue would report them, though the
+            # server starts a random queued job: a position that lies about order.
+            return bisect.bisect_left(account.waiting, job.seq) + 1
         cancelled_before = bisect.bisect_left(account.cancelled_seqs, job.seq)
         return job.seq - account.left_by_starting - cancelled_before + 1
 
@@ -191,19 +270,41 @@ class JobBoard:
             return False
         account = self._accounts[job.token]
         # The job stays in the deque; _pump skips it when it reaches the head.
-        bisect.insort(account.cancelled_seqs, job.seq)
+        if self.discipline == "fifo":
+            bisect.insort(account.cancelled_seqs, job.seq)
+        else:
+            self._unwait(account, job.seq)
         self.queued -= 1
         self._end(job, "cancelled")
         return True
 
     def _pump(self, account: _Account) -> None:
         while account.running < self.workers and account.queue:
-            job = account.queue.popleft()
+            job = self._next(account.queue)
             if job.state == "in_queue":
                 self._start(job, account)
 
+    def _next(self, queue: deque[Job]) -> Job:
+        if self.discipline == "fifo":
+            return queue.popleft()
+        if self.discipline == "lifo":
+            return queue.pop()
+        # Random order: swap a random entry to the end and pop it (O(1) for
+        # the swap at the ends; deque indexing is O(n) only in the middle).
+        index = self._order.randrange(len(queue))
+        queue[index], queue[-1] = queue[-1], queue[index]
+        return queue.pop()
+
+    @staticmethod
+    def _unwait(account: _Account, seq: int) -> None:
+        index = bisect.bisect_left(account.waiting, seq)
+        if index < len(account.waiting) and account.waiting[index] == seq:
+            del account.waiting[index]
+
     def _start(self, job: Job, account: _Account) -> None:
         assert self._loop is not None
+        if self.discipline != "fifo":
+            self._unwait(account, job.seq)
         account.left_by_starting += 1
         account.running += 1
         self.queued -= 1
@@ -227,6 +328,7 @@ class JobBoard:
         self._pump(account)
 
     def _end(self, job: Job, state: JobState) -> None:
+        self._accounts[job.token].active -= 1
         job.state = state
         job.finished = time.monotonic()
         job.finished_at = _utcnow()

@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from ._api import ApiOrigin
+from ._api import ApiOrigin, Route
 from ._config import ModelProfile, default_models
 from ._counters import Counters
 from ._faults import FaultInjector, Faults
-from ._jobs import Job, JobBoard
+from ._jobs import ALT_SPELLING_RATE, Job, JobBoard, QueueDiscipline, Vocabulary
 from ._storage import StorageOrigin
 
 __all__ = ["Emulator"]
@@ -32,28 +32,54 @@ class Emulator:
 
     Use it as ``async with Emulator(time_scale=0.01) as emu:`` (or ``await
     emu.start()`` ... ``await emu.close()``). It serves the four API routes at
-    ``emu.base_url`` with bearer auth, one FIFO queue and ``workers`` parallel
+    ``emu.base_url`` with bearer auth, one queue and ``workers`` parallel
     jobs per token, generation times drawn from each model's
     :class:`ModelProfile` times ``time_scale``, and the outputs as small real
     MP4 files from a second origin, ``emu.storage_url``. :class:`Faults`
     injects failures; ``emu.counters`` counts everything; ``emu.jobs`` records
     every job (see :class:`Job`).
 
-    Arguments (all keyword-only and optional):
+    Its defaults are the documented API (``../spec/model-api.md``); every
+    quirk of servers in the wild is an opt-in option. Arguments (all
+    keyword-only and optional):
 
     - ``token``: the bearer token accepted, or a collection of them (one
       account, i.e. one queue and worker pool, per token);
-    - ``time_scale``: multiplies every drawn generation time (tests: 0.001);
+    - ``time_scale``: multiplies every drawn generation time (tests: 0.001).
+      A client's timing must know it: ``PollPolicy(time_scale=...)``;
     - ``workers``: jobs that run at once per token; more are queued;
-    - ``seed``: seeds request ids, durations, vocabulary choice and faults;
-    - ``faults``: the faults to inject (none by default);
+    - ``seed``: ``None`` (default) gives random request ids (uuid4), unique
+      across emulator lives. An explicit seed makes the ids repeat run to run
+      (benchmarks). Durations, queue order and the vocabulary choice are
+      always seeded, by ``seed`` or 0 without one; faults by ``Faults.seed``,
+      else by ``seed`` or 0;
+    - ``faults``: the faults to inject (none by default). ``Faults(rate_429=p)``
+      answers a share ``p`` of requests with a sporadic 429 and
+      ``Retry-After: 1``; ``Faults(rps_limit=r)`` is a real per-token rate
+      limit (a token bucket) that 429s only the requests beyond it;
     - ``models``: model profiles by id, merged over the defaults (the two
-      Kling 3.0 models); ids other than those two are accepted unvalidated;
+      Kling 3.0 models); ids other than those two are accepted unvalidated.
+      A profile's ``distribution`` is uniform, lognormal, bimodal or fixed
+      (``ModelProfile.lognormal(90, 0.6)``, ``ModelProfile.uniform(1, 4)``
+      for an unseen fast model...);
     - ``host``, ``port``, ``storage_port``: where to listen (port 0: any free);
-    - ``vocabulary``: ``"mixed"`` answers about 30% of jobs (chosen per job,
-      seeded) with the alternative spellings RunComfy's clients accept
-      (``succeeded`` on the status route, ``canceled``); ``"documented"``
-      uses only the documented words.
+    - ``vocabulary``: ``"documented"`` (default) answers the status route in
+      ``in_queue``, ``in_progress``, ``completed``, ``cancelled`` (``failed``
+      for a failed job) and the result route in ``in_queue``,
+      ``in_progress``, ``succeeded``, ``failed``, ``cancelled``. Quirks:
+      ``"mixed"`` answers a share ``alt_spelling_rate`` of jobs (chosen per
+      job, seeded) with ``succeeded`` on the status route and ``canceled``;
+      ``"wild"`` does that and also says ``pending`` / ``waiting`` while
+      queued and ``starting`` / ``processing`` while running;
+    - ``alt_spelling_rate``: that share, 0.3 by default;
+    - ``queue``: the order an account's queued jobs start in: ``"fifo"``
+      (default), ``"random"`` or ``"lifo"``. ``queue_position`` counts the
+      jobs that will start first, except under ``"random"``, where it is the
+      position by arrival (a server whose positions say nothing about order);
+    - ``max_jobs_per_token``: a per-account concurrency limit, as the Kling
+      provider has: a submit while the token has that many jobs queued or
+      running is refused with 429 (no job created). ``None`` (default): no
+      limit. ``emu.counters`` tracks the most jobs per token at once.
     """
 
     def __init__(
@@ -62,19 +88,23 @@ class Emulator:
         token: str | Collection[str] = "emulator-token",
         time_scale: float = 1.0,
         workers: int = 8,
-        seed: int = 0,
+        seed: int | None = None,
         faults: Faults | None = None,
         models: Mapping[str, ModelProfile] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         storage_port: int = 0,
-        vocabulary: str = "mixed",
+        vocabulary: Vocabulary = "documented",
+        alt_spelling_rate: float = ALT_SPELLING_RATE,
+        queue: QueueDiscipline = "fifo",
+        max_jobs_per_token: int | None = None,
     ) -> None:
         tokens = (token,) if isinstance(token, str) else tuple(token)
         if not tokens or not all(isinstance(t, str) and t for t in tokens):
             raise ValueError("token must be a non-empty string or a collection of them")
-        if vocabulary not in ("mixed", "documented"):
-            raise ValueError(f"vocabulary must be 'mixed' or 'documented', got {vocabulary!r}")
+        if max_jobs_per_token is not None and max_jobs_per_token < 1:
+            raise ValueError(f"max_jobs_per_token must be >= 1 or None, got {max_jobs_per_token!r}")
+        draws = 0 if seed is None else seed
         self._tokens = tokens
         self._host = host
         self._port = port
@@ -82,13 +112,16 @@ class Emulator:
         self.seed = seed
         self.vocabulary = vocabulary
         self.counters = Counters()
-        self._injector = FaultInjector(faults or Faults(), seed=seed, counters=self.counters)
+        self._injector = FaultInjector(faults or Faults(), seed=draws, counters=self.counters)
         self._board = JobBoard(
             models={**default_models(), **(models or {})},
             workers=workers,
             time_scale=time_scale,
-            seed=seed,
-            mixed_vocabulary=vocabulary == "mixed",
+            seed=draws,
+            id_seed=seed,
+            vocabulary=vocabulary,
+            alt_spelling_rate=alt_spelling_rate,
+            queue=queue,
             counters=self.counters,
             job_fails=self._injector.job_fails,
         )
@@ -99,6 +132,7 @@ class Emulator:
             counters=self.counters,
             tokens=frozenset(tokens),
             closing=self._closing,
+            max_jobs_per_token=max_jobs_per_token,
         )
         self._storage = StorageOrigin(
             board=self._board, injector=self._injector, counters=self.counters
@@ -162,6 +196,20 @@ class Emulator:
         self._board.time_scale = value
 
     @property
+    def queue(self) -> QueueDiscipline:
+        """The order queued jobs start in: ``fifo``, ``random`` or ``lifo``."""
+        return self._board.discipline
+
+    @property
+    def max_jobs_per_token(self) -> int | None:
+        """The per-account concurrency limit (queued + running), or None."""
+        return self._api.max_jobs_per_token
+
+    def active(self, token: str | None = None) -> int:
+        """Jobs queued or running right now for ``token`` (default: the first token)."""
+        return self._board.active(self.token if token is None else token)
+
+    @property
     def workers(self) -> int:
         """How many jobs run at once per token."""
         return self._board.workers
@@ -197,7 +245,7 @@ class Emulator:
             self._storage_runner = await self._setup(self._storage.make_app())
             storage_site = web.TCPSite(self._storage_runner, self._host, self._storage_port)
             await storage_site.start()
-            self._api_runner = await self._setup(self._api.make_app())
+            self._api_runner = await self._setup(self._api.make_app(self._routes()))
             self._api_site = web.TCPSite(self._api_runner, self._host, self._port)
             await self._api_site.start()
         except BaseException:
@@ -305,6 +353,16 @@ class Emulator:
                 await task
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _routes(self) -> list[Route]:
+        """The API origin's route table: ``(method, path, counter name, handler)`` rows.
+
+        Each handler takes the request and the authenticated token. To serve a
+        new route, append a row here; it gets the same auth, counting and
+        (when its name is in ``Faults.routes``) faults as the four API routes.
+        """
+        routes = self._api.routes()
+        return routes
 
     async def _setup(self, app: web.Application) -> web.AppRunner:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
