@@ -245,7 +245,7 @@ async def test_cancel_after_the_end_is_a_no_op(
 async def test_mixed_vocabulary_uses_both_spellings(
     make_emulator: MakeEmulator, http: aiohttp.ClientSession
 ) -> None:
-    emu = await make_emulator(time_scale=FAST, workers=64)
+    emu = await make_emulator(time_scale=FAST, workers=64, vocabulary="mixed")
     rids = [(await submit(http, emu))["request_id"] for _ in range(40)]
     await wait_until(lambda: all(emu.job(r).terminal for r in rids))
     words = {(await call(http, emu, "GET", f"/v1/requests/{r}/status"))[1]["status"] for r in rids}
