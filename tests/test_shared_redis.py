@@ -158,6 +158,31 @@ async def test_a_released_slot_lets_a_waiter_in(redis_url: str) -> None:
         assert await a.in_flight() == 2
 
 
+async def test_a_429_to_a_submit_lowers_the_shared_capacity_until_jobs_finish(
+    redis_url: str,
+) -> None:
+    key = _key()
+    async with (
+        RedisLimits(redis_url, key=key, max_in_flight=4) as a,
+        RedisLimits(redis_url, key=key, max_in_flight=4) as b,
+    ):
+        leases = [await a.acquire_slot() for _ in range(3)]
+        assert await a.on_slot_rate_limited() == 2
+        assert await b.capacity() == 2
+        await a.release_slot(leases.pop())
+        with anyio.move_on_after(0.3) as scope:  # 2 in flight, capacity 2
+            await b.acquire_slot()
+        assert scope.cancelled_caught
+        await a.release_slot(leases.pop())
+        with anyio.fail_after(5):
+            await b.acquire_slot()
+        for _ in range(10):
+            await a.on_job_finished()
+    # Closing flushes the finished jobs: two slots back, up to the configured cap.
+    async with RedisLimits(redis_url, key=key, max_in_flight=4) as c:
+        assert await c.capacity() == 4
+
+
 async def test_leases_of_a_living_process_are_renewed(redis_url: str) -> None:
     key = _key()
     async with RedisLimits(redis_url, key=key, max_in_flight=2, lease_seconds=0.6) as a:
@@ -223,6 +248,25 @@ async def test_closing_releases_slots_and_refuses_further_use(redis_url: str) ->
         await a.acquire_slot()
     async with RedisLimits(redis_url, key=key, max_in_flight=2) as b:
         assert await b.in_flight() == 0
+
+
+async def test_a_waiter_is_told_when_the_limits_close(redis_url: str) -> None:
+    errors: list[BaseException] = []
+
+    async def wait_for_slot(limits: RedisLimits) -> None:
+        try:
+            await limits.acquire_slot()
+        except ClientStateError as exc:
+            errors.append(exc)
+
+    async with (
+        anyio.create_task_group() as tg,
+        RedisLimits(redis_url, key=_key(), max_in_flight=1) as a,
+    ):
+        await a.acquire_slot()
+        tg.start_soon(wait_for_slot, a)
+        await anyio.sleep(0.1)
+    assert len(errors) == 1
 
 
 async def test_unopened_limits_refuse_use(redis_url: str) -> None:

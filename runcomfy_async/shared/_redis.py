@@ -36,6 +36,8 @@ _FLUSH_SECONDS = 0.2
 #: Polling a full in-flight cap: first and longest pause between tries.
 _SLOT_POLL_MIN = 0.02
 _SLOT_POLL_MAX = 0.25
+#: Finished jobs per slot of capacity won back after a 429 to a submit.
+_GROW_EVERY = 5
 
 
 class _State(enum.Enum):
@@ -88,6 +90,7 @@ class RedisLimits:
         self._bucket = prefix + "bucket"
         self._waiters = prefix + "submit-waiters"
         self._slots = prefix + "slots"
+        self._cap = prefix + "capacity"
         self._id = f"{os.getpid()}-{secrets.token_hex(6)}"
         self._seq = 0
         self._state = _State.UNOPENED
@@ -95,6 +98,7 @@ class RedisLimits:
         self._scripts: dict[str, Any] = {}
         self._leases: set[str] = set()
         self._successes = 0
+        self._finished = 0
         self._group: anyio.abc.TaskGroup | None = None
         self.round_trips = 0
         self.lost_leases = 0
@@ -118,7 +122,7 @@ class RedisLimits:
             raise
         self.round_trips += 1
         self._redis = client
-        for name in ("ACQUIRE", "SUCCESS", "RATE_LIMITED", "ACQUIRE_SLOT", "RENEW", "IN_FLIGHT"):
+        for name in _scripts.__all__:
             self._scripts[name] = client.register_script(getattr(_scripts, name))
         self._state = _State.OPEN
         group = anyio.create_task_group()
@@ -141,9 +145,10 @@ class RedisLimits:
                 await group.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
-        """Stop renewing, flush counted successes, release this process's slots. Idempotent.
+        """Stop renewing, flush what was counted, release this process's slots. Idempotent.
 
-        Calls waiting for a token or a slot then raise ClientStateError.
+        Counted successes and finished jobs are sent before closing. Calls
+        waiting for a token or a slot then raise ClientStateError.
         """
         if self._state is not _State.OPEN:
             self._state = _State.CLOSED
@@ -173,7 +178,13 @@ class RedisLimits:
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         client = self._client()
         self.round_trips += 1
-        return await self._scripts[name](keys=keys, args=args, client=client)
+        try:
+            return await self._scripts[name](keys=keys, args=args, client=client)
+        except (OSError, aioredis.RedisError):
+            if self._state is _State.CLOSED:
+                # Closed under a call in progress: the caller learns why, not a socket error.
+                raise ClientStateError("these limits were closed during the call") from None
+            raise
 
     # -- the request budget ----------------------------------------------------------
 
@@ -238,6 +249,12 @@ class RedisLimits:
             await self._scripts["SUCCESS"](
                 keys=[self._bucket], args=[self._rate_arg, self._min_arg, n], client=client
             )
+        done, self._finished = self._finished, 0
+        if done:
+            self.round_trips += 1
+            await self._scripts["SLOT_FINISHED"](
+                keys=[self._cap], args=[self.max_in_flight, done, _GROW_EVERY], client=client
+            )
 
     # -- the in-flight cap -----------------------------------------------------------
 
@@ -261,7 +278,7 @@ class RedisLimits:
         while True:
             got = await self._call(
                 "ACQUIRE_SLOT",
-                [self._slots],
+                [self._slots, self._cap],
                 [lease, lease_ms, self.max_in_flight, "1" if force else "0"],
             )
             if int(got) == 1:
@@ -278,6 +295,26 @@ class RedisLimits:
         client = self._client()
         self.round_trips += 1
         await client.zrem(self._slots, lease)
+
+    async def on_slot_rate_limited(self) -> int:
+        """A submit drew a 429: lower the shared capacity below what is in flight; return it.
+
+        The account's concurrency limit is at most what all processes hold
+        now; :meth:`on_job_finished` wins capacity back slowly.
+        """
+        return int(await self._call("SLOT_LIMITED", [self._slots, self._cap], [self.max_in_flight]))
+
+    async def on_job_finished(self) -> None:
+        """Count a finished job: one slot of lowered capacity back per 5 (sent in batches)."""
+        self._client()
+        self._finished += 1
+
+    async def capacity(self) -> int:
+        """The shared capacity now: ``max_in_flight``, or less after a 429 to a submit."""
+        client = self._client()
+        self.round_trips += 1
+        raw = await client.hget(self._cap, "capacity")
+        return min(self.max_in_flight, int(raw)) if raw is not None else self.max_in_flight
 
     async def in_flight(self) -> int:
         """Slots held by all processes right now (unexpired leases)."""

@@ -18,12 +18,23 @@ The bucket is a hash with the fields
 Submitters that wait register in a sorted set (member: waiter id, score: when
 the registration lapses); while any is registered, checks get a token only
 while they hold less than their guaranteed share of the window's grants.
-Slots are a sorted set too: member lease id, score the lease's expiry in ms.
+Slots are a sorted set too: member lease id, score the lease's expiry in ms;
+beside them a hash holds the adapted ``capacity`` (lowered by a 429 to a
+submit, regrown by one every few finished jobs) and ``since_grow``.
 """
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "ACQUIRE_SLOT", "RATE_LIMITED", "RENEW", "SUCCESS"]
+__all__ = [
+    "ACQUIRE",
+    "ACQUIRE_SLOT",
+    "IN_FLIGHT",
+    "RATE_LIMITED",
+    "RENEW",
+    "SLOT_FINISHED",
+    "SLOT_LIMITED",
+    "SUCCESS",
+]
 
 # Loads the bucket, refills it at the current rate, and defines save().
 # ARGV[1] is the configured (highest) rate, ARGV[2] the floor.
@@ -148,13 +159,16 @@ return tostring(rate)
 )
 
 ACQUIRE_SLOT = """
--- KEYS[1]: the slots. ARGV: lease id, lease length in ms, capacity, force (1: adopt
--- past capacity). Expired leases (their process died) are dropped first.
+-- KEYS[1]: the slots, KEYS[2]: the adapted capacity. ARGV: lease id, lease length in
+-- ms, configured capacity, force (1: adopt past capacity). Expired leases (their
+-- process died) are dropped first.
 -- Returns 1 when the lease was taken, 0 when the cap is full.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if ARGV[4] == '1' or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+local cap = tonumber(ARGV[3])
+cap = math.min(cap, tonumber(redis.call('HGET', KEYS[2], 'capacity')) or cap)
+if ARGV[4] == '1' or redis.call('ZCARD', KEYS[1]) < cap then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2 + 1000)
   return 1
@@ -179,6 +193,37 @@ for i = 2, #ARGV do
 end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2 + 1000)
 return lost
+"""
+
+SLOT_LIMITED = """
+-- KEYS[1]: the slots, KEYS[2]: the adapted capacity. ARGV[1]: configured capacity.
+-- A 429 to a submit: the account's concurrency limit is at most what is in flight now.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local cap = tonumber(redis.call('HGET', KEYS[2], 'capacity')) or tonumber(ARGV[1])
+cap = math.max(1, math.min(cap, redis.call('ZCARD', KEYS[1]) - 1))
+redis.call('HSET', KEYS[2], 'capacity', cap, 'since_grow', 0)
+redis.call('EXPIRE', KEYS[2], 86400)
+return cap
+"""
+
+SLOT_FINISHED = """
+-- KEYS[1]: the adapted capacity. ARGV: configured capacity, jobs finished, grow every.
+-- Wins capacity back slowly: one slot per ARGV[3] finished jobs, up to the configured cap.
+local ceiling = tonumber(ARGV[1])
+local cap = tonumber(redis.call('HGET', KEYS[1], 'capacity')) or ceiling
+if cap >= ceiling then return cap end
+local since = tonumber(redis.call('HGET', KEYS[1], 'since_grow')) or 0
+since = since + tonumber(ARGV[2])
+local every = tonumber(ARGV[3])
+while since >= every and cap < ceiling do
+  since = since - every
+  cap = cap + 1
+end
+redis.call('HSET', KEYS[1], 'capacity', cap, 'since_grow', since)
+redis.call('EXPIRE', KEYS[1], 86400)
+return cap
 """
 
 IN_FLIGHT = """
