@@ -1,0 +1,282 @@
+"""RedisLimits against a real redis-server on loopback (see tests/servers.py)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import anyio
+import pytest
+
+from runcomfy_async._errors import ClientStateError
+from runcomfy_async.shared import RedisLimits
+from tests.servers import redis_url
+
+__all__ = ["redis_url"]  # the fixture, imported for pytest
+
+SUBMIT, CHECK = 0, 2
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _key() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+async def test_two_processes_share_one_bucket(redis_url: str) -> None:
+    key = _key()
+    # Burst 1 and 0.5 tokens a second: after one grant, the next is 2 s away.
+    async with (
+        RedisLimits(redis_url, key=key, requests_per_second=0.5) as a,
+        RedisLimits(redis_url, key=key, requests_per_second=0.5) as b,
+    ):
+        await a.acquire_request(SUBMIT)
+        with anyio.move_on_after(0.5) as scope:
+            await b.acquire_request(SUBMIT)
+        assert scope.cancelled_caught, "b got a token a had already taken"
+        assert (await a.counters())["granted"] == 1
+
+
+async def test_other_keys_do_not_share(redis_url: str) -> None:
+    async with (
+        RedisLimits(redis_url, key=_key(), requests_per_second=0.5) as a,
+        RedisLimits(redis_url, key=_key(), requests_per_second=0.5) as b,
+    ):
+        await a.acquire_request(SUBMIT)
+        with anyio.fail_after(5):
+            await b.acquire_request(SUBMIT)
+
+
+async def test_a_429_halves_the_rate_for_everyone_once_a_second(redis_url: str) -> None:
+    key = _key()
+    async with (
+        RedisLimits(redis_url, key=key, requests_per_second=40) as a,
+        RedisLimits(redis_url, key=key, requests_per_second=40) as b,
+    ):
+        await a.on_rate_limited(0.0)
+        assert await b.rate() == 20.0
+        await b.on_rate_limited(0.0)  # the same burst of 429s: one signal
+        assert await a.rate() == 20.0
+        assert (await a.counters())["rate_limited"] == 2
+
+
+async def test_a_429_pauses_every_process_for_retry_after(redis_url: str) -> None:
+    key = _key()
+    async with (
+        RedisLimits(redis_url, key=key, requests_per_second=100) as a,
+        RedisLimits(redis_url, key=key, requests_per_second=100) as b,
+    ):
+        await a.on_rate_limited(1.5)
+        with anyio.move_on_after(0.5) as scope:
+            await b.acquire_request(SUBMIT)
+        assert scope.cancelled_caught, "b was not paused by a's 429"
+        with anyio.fail_after(5):
+            await b.acquire_request(SUBMIT)
+
+
+async def test_successes_win_the_rate_back_up_to_the_ceiling(redis_url: str) -> None:
+    key = _key()
+    async with RedisLimits(redis_url, key=key, requests_per_second=10) as a:
+        await a.on_rate_limited(0.0)
+        assert await a.rate() == 5.0
+        for _ in range(200):
+            await a.on_success()
+    # Closing flushes the counted successes.
+    async with RedisLimits(redis_url, key=key, requests_per_second=10) as b:
+        rate = await b.rate()
+        assert 5.0 < rate <= 10.0
+
+
+async def test_checks_keep_a_share_while_submits_wait(redis_url: str) -> None:
+    key = _key()
+    granted = {SUBMIT: 0, CHECK: 0}
+
+    async def spin(limits: RedisLimits, prio: int) -> None:
+        while True:
+            await limits.acquire_request(prio)
+            granted[prio] += 1
+
+    async with (
+        RedisLimits(redis_url, key=key, requests_per_second=20) as a,
+        RedisLimits(redis_url, key=key, requests_per_second=20) as b,
+    ):
+        with anyio.move_on_after(2.0):
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(spin, a, SUBMIT)
+                    tg.start_soon(spin, b, CHECK)
+    total = granted[SUBMIT] + granted[CHECK]
+    assert total > 20
+    assert granted[SUBMIT] > granted[CHECK], granted
+    assert granted[CHECK] >= 0.1 * total, granted
+
+
+async def test_the_in_flight_cap_holds_across_processes(redis_url: str) -> None:
+    key = _key()
+    current = peak = 0
+
+    async def job(limits: RedisLimits) -> None:
+        nonlocal current, peak
+        lease = await limits.acquire_slot()
+        current += 1
+        peak = max(peak, current)
+        await anyio.sleep(0.02)
+        current -= 1
+        await limits.release_slot(lease)
+
+    async with (
+        RedisLimits(redis_url, key=key, max_in_flight=3) as a,
+        RedisLimits(redis_url, key=key, max_in_flight=3) as b,
+    ):
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for i in range(40):
+                    tg.start_soon(job, a if i % 2 else b)
+        assert await a.in_flight() == 0
+    assert peak == 3
+
+
+async def test_a_released_slot_lets_a_waiter_in(redis_url: str) -> None:
+    key = _key()
+    async with (
+        RedisLimits(redis_url, key=key, max_in_flight=1) as a,
+        RedisLimits(redis_url, key=key, max_in_flight=1) as b,
+    ):
+        lease = await a.acquire_slot()
+        with anyio.move_on_after(0.3) as scope:
+            await b.acquire_slot()
+        assert scope.cancelled_caught
+        await a.release_slot(lease)
+        with anyio.fail_after(5):
+            await b.acquire_slot()
+        assert await a.in_flight() == 1
+        # Adopting a job already in flight may go past the cap.
+        await a.adopt_slot()
+        assert await a.in_flight() == 2
+
+
+async def test_a_429_to_a_submit_lowers_the_shared_capacity_until_jobs_finish(
+    redis_url: str,
+) -> None:
+    key = _key()
+    async with (
+        RedisLimits(redis_url, key=key, max_in_flight=4) as a,
+        RedisLimits(redis_url, key=key, max_in_flight=4) as b,
+    ):
+        leases = [await a.acquire_slot() for _ in range(3)]
+        assert await a.on_slot_rate_limited() == 2
+        assert await b.capacity() == 2
+        await a.release_slot(leases.pop())
+        with anyio.move_on_after(0.3) as scope:  # 2 in flight, capacity 2
+            await b.acquire_slot()
+        assert scope.cancelled_caught
+        await a.release_slot(leases.pop())
+        with anyio.fail_after(5):
+            await b.acquire_slot()
+        for _ in range(10):
+            await a.on_job_finished()
+    # Closing flushes the finished jobs: two slots back, up to the configured cap.
+    async with RedisLimits(redis_url, key=key, max_in_flight=4) as c:
+        assert await c.capacity() == 4
+
+
+async def test_leases_of_a_living_process_are_renewed(redis_url: str) -> None:
+    key = _key()
+    async with RedisLimits(redis_url, key=key, max_in_flight=2, lease_seconds=0.6) as a:
+        await a.acquire_slot()
+        await anyio.sleep(1.5)  # well past one lease: only renewal keeps it
+        assert await a.in_flight() == 1
+        assert a.lost_leases == 0
+
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys, anyio
+    from runcomfy_async.shared import RedisLimits
+
+    async def main():
+        async with RedisLimits(sys.argv[1], key=sys.argv[2], max_in_flight=2,
+                               lease_seconds=1.0) as limits:
+            await limits.acquire_slot()
+            await limits.acquire_slot()
+            print("ready", flush=True)
+            await anyio.sleep(600)
+
+    anyio.run(main)
+    """
+)
+
+
+async def test_a_sigkilled_process_leaks_no_slot(redis_url: str) -> None:
+    key = _key()
+    proc = await anyio.open_process(
+        [sys.executable, "-c", _HOLDER, redis_url, key], stdout=subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        assert proc.stdout is not None
+        seen = b""
+        with anyio.fail_after(30):
+            while b"ready" not in seen:
+                seen += await proc.stdout.receive()
+        async with RedisLimits(redis_url, key=key, max_in_flight=2, lease_seconds=1.0) as me:
+            assert await me.in_flight() == 2
+            await anyio.sleep(1.2)  # the holder is alive: it renewed its leases
+            assert await me.in_flight() == 2
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            with anyio.fail_after(5):
+                await me.acquire_slot()
+                await me.acquire_slot()
+            assert await me.in_flight() == 2
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.aclose()
+
+
+async def test_closing_releases_slots_and_refuses_further_use(redis_url: str) -> None:
+    key = _key()
+    async with RedisLimits(redis_url, key=key, max_in_flight=2) as a:
+        await a.acquire_slot()
+        assert a.held == 1
+    with pytest.raises(ClientStateError):
+        await a.acquire_request(SUBMIT)
+    with pytest.raises(ClientStateError):
+        await a.acquire_slot()
+    async with RedisLimits(redis_url, key=key, max_in_flight=2) as b:
+        assert await b.in_flight() == 0
+
+
+async def test_a_waiter_is_told_when_the_limits_close(redis_url: str) -> None:
+    errors: list[BaseException] = []
+
+    async def wait_for_slot(limits: RedisLimits) -> None:
+        try:
+            await limits.acquire_slot()
+        except ClientStateError as exc:
+            errors.append(exc)
+
+    async with (
+        anyio.create_task_group() as tg,
+        RedisLimits(redis_url, key=_key(), max_in_flight=1) as a,
+    ):
+        await a.acquire_slot()
+        tg.start_soon(wait_for_slot, a)
+        await anyio.sleep(0.1)
+    assert len(errors) == 1
+
+
+async def test_unopened_limits_refuse_use(redis_url: str) -> None:
+    limits = RedisLimits(redis_url, key=_key())
+    with pytest.raises(ClientStateError, match="open it first"):
+        await limits.acquire_request(SUBMIT)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError):
+        RedisLimits("redis://127.0.0.1:1/0", key="k", requests_per_second=0)
+    with pytest.raises(ValueError):
+        RedisLimits("redis://127.0.0.1:1/0", key="k", max_in_flight=0)
