@@ -35,6 +35,7 @@ import pytest
 import yaml
 from emuthread import ThreadedEmulator
 
+import runcomfy_async
 from runcomfy_async import PollPolicy, RunComfyClient, cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,6 +140,14 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     for html in site.rglob("*.html"):
         text = html.read_text(encoding="utf-8")
         assert not loads.search(text), f"{html}: {loads.search(text)}"
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    documented = set()
+    for page in (DOCS / "reference").glob("*.md"):
+        documented |= set(re.findall(r"^::: ([\w.]+)", page.read_text(encoding="utf-8"), re.M))
+    public = {f"runcomfy_async.{name}" for name in runcomfy_async.__all__ if name != "__version__"}
+    assert sorted(public - documented) == [], "add them to a page of docs/reference/"
 
 
 # -- the figure matches the code ---------------------------------------------------------
