@@ -37,6 +37,7 @@ from emuthread import ThreadedEmulator
 
 import runcomfy_async
 from runcomfy_async import PollPolicy, RunComfyClient, cli
+from runcomfy_async.emulator._cli import _parser as emulator_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -248,10 +249,12 @@ CLI_PAGES = [p for p in pages() if any(True for _ in command_lines(p))]
 @pytest.mark.parametrize("page", CLI_PAGES, ids=page_id)
 def test_every_documented_command_line_parses(page: Path) -> None:
     for where, argv in command_lines(page):
-        if argv[0] == "emulator":
-            continue  # its own parser: checked when run below
+        # `runcomfy-async emulator ...` hands its arguments to the emulator's own parser.
+        parse = (
+            emulator_parser(None).parse_args if argv[0] == "emulator" else cli._parser().parse_args
+        )
         try:
-            cli._parser().parse_args(argv)
+            parse(argv[1:] if argv[0] == "emulator" else argv)
         except SystemExit as exc:
             if "--help" in argv and exc.code == 0:
                 continue
