@@ -28,14 +28,13 @@ from typing import Any, ClassVar, Literal, TypeVar, cast
 import attrs
 
 from .._errors import InputValidationError, ValidationProblem
+from ..catalog._schema import check_json, join_path
 from ._validate import (
     I2V_MODEL_ID,
     SEGMENT_DEFAULT_DURATION,
     T2V_MODEL_ID,
     _Report,
-    check_json,
     check_payload,
-    join_path,
     validate_payload,
 )
 
