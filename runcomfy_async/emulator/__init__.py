@@ -12,6 +12,7 @@ generation can take a tenth of a second::
 From a shell: ``python -m runcomfy_async.emulator --port 8000``.
 """
 
+from ._catalog import SyntheticModel
 from ._cli import main, serve
 from ._config import KLING_PRO_T2V, KLING_STANDARD_I2V, ModelProfile, default_models
 from ._counters import Counters
@@ -30,6 +31,7 @@ __all__ = [
     "Job",
     "JobState",
     "ModelProfile",
+    "SyntheticModel",
     "default_models",
     "main",
     "make_mp4",

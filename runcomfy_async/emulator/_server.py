@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import warnings
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
 from aiohttp import web
 
 from ._api import ApiOrigin
+from ._catalog import EmulatorCatalog, SyntheticModel
 from ._config import ModelProfile, default_models
 from ._counters import Counters
 from ._faults import FaultInjector, Faults
@@ -53,7 +54,10 @@ class Emulator:
     - ``vocabulary``: ``"mixed"`` answers about 30% of jobs (chosen per job,
       seeded) with the alternative spellings RunComfy's clients accept
       (``succeeded`` on the status route, ``canceled``); ``"documented"``
-      uses only the documented words.
+      uses only the documented words;
+    - ``catalog_models``: extra :class:`SyntheticModel` entries (schema and
+      price) the catalog routes list besides the package's bundled specs;
+    - ``balance_usd``: what the balance route answers (``emu.catalog.balance_usd``).
     """
 
     def __init__(
@@ -69,6 +73,8 @@ class Emulator:
         port: int = 0,
         storage_port: int = 0,
         vocabulary: str = "mixed",
+        catalog_models: Iterable[SyntheticModel] = (),
+        balance_usd: float = 100.0,
     ) -> None:
         tokens = (token,) if isinstance(token, str) else tuple(token)
         if not tokens or not all(isinstance(t, str) and t for t in tokens):
@@ -103,6 +109,8 @@ class Emulator:
         self._storage = StorageOrigin(
             board=self._board, injector=self._injector, counters=self.counters
         )
+        # catalog and balance routes (emulator/_catalog.py)
+        self.catalog = EmulatorCatalog(extra_models=catalog_models, balance_usd=balance_usd)
         self._state: _State = "unopened"
         self._api_runner: web.AppRunner | None = None
         self._storage_runner: web.AppRunner | None = None
@@ -197,7 +205,9 @@ class Emulator:
             self._storage_runner = await self._setup(self._storage.make_app())
             storage_site = web.TCPSite(self._storage_runner, self._host, self._storage_port)
             await storage_site.start()
-            self._api_runner = await self._setup(self._api.make_app())
+            api_app = self._api.make_app()
+            self.catalog.add_routes(api_app, self._api._authenticate)
+            self._api_runner = await self._setup(api_app)
             self._api_site = web.TCPSite(self._api_runner, self._host, self._port)
             await self._api_site.start()
         except BaseException:
