@@ -363,7 +363,9 @@ class Balance:
 def parse_balance(body: Any) -> Balance:
     """Read the balance endpoint's answer (``{"balance_usd": 12.34, "currency": "USD"}``)."""
     if not isinstance(body, Mapping):
-        raise MalformedResponseError(f"the balance answer is not an object: {body!r:.120}")
+        raise MalformedResponseError(
+            f"the balance answer is not an object: {body!r:.120}", status_code=200
+        )
     usd = body.get("balance_usd", body.get("balance"))
     if isinstance(usd, str):
         try:

@@ -9,6 +9,7 @@ parsed leniently: a field of the wrong type becomes None, unknown keys stay in
 
 from __future__ import annotations
 
+import builtins
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -53,10 +54,14 @@ class ModelInfo:
     def from_json(cls, data: Any) -> ModelInfo:
         """Parse one entry leniently; raises :class:`MalformedResponseError` without a model id."""
         if not isinstance(data, Mapping):
-            raise MalformedResponseError(f"a catalog entry must be an object, got {data!r:.80}")
+            raise MalformedResponseError(
+                f"a catalog entry must be an object, got {data!r:.80}", status_code=200
+            )
         model_id = data.get("model_id", data.get("id"))
         if not isinstance(model_id, str) or not model_id:
-            raise MalformedResponseError(f"a catalog entry has no model_id: {dict(data)!r:.200}")
+            raise MalformedResponseError(
+                f"a catalog entry has no model_id: {dict(data)!r:.200}", status_code=200
+            )
         cats = data.get("categories")
         price = data.get("base_price_usd")
         schema = data.get("input_schema")
@@ -85,17 +90,25 @@ class ModelInfo:
         price = base.price if base is not None else None
         if self.price is not None and self.price_unit:
             with_audio = None
-            if base is not None and base.price is not None and base.price.unit == self.price_unit:
+            known = base.price if base is not None else None
+            if (
+                known is not None
+                and known.unit == self.price_unit
+                and known.usd_with_audio is not None
+                and known.usd
+            ):
                 # The catalog has one price; keep the bundled audio surcharge ratio.
-                if base.price.usd_with_audio is not None and base.price.usd:
-                    with_audio = round(self.price * base.price.usd_with_audio / base.price.usd, 6)
+                with_audio = round(self.price * known.usd_with_audio / known.usd, 6)
             price = PriceRule(self.price, self.price_unit, with_audio, self.pricing_note)
         props = schema.get("properties")
         audio = base.audio_field if base is not None else None
         if audio is None and isinstance(props, Mapping):
             audio = next(
-                (n for n in _AUDIO_FIELDS if isinstance(props.get(n), Mapping)
-                 and props[n].get("type") == "boolean"),
+                (
+                    n
+                    for n in _AUDIO_FIELDS
+                    if isinstance(props.get(n), Mapping) and props[n].get("type") == "boolean"
+                ),
                 None,
             )
         return ModelSpec(
@@ -187,7 +200,9 @@ class ModelsClient:
             key = ("list", tuple(sorted(params.items())))
             page = await self._get(key, "/v1/models", params)
             if not isinstance(page, Mapping) or not isinstance(page.get("models"), list):
-                raise MalformedResponseError(f"GET /v1/models answered {page!r:.200}")
+                raise MalformedResponseError(
+                    f"GET /v1/models answered {page!r:.200}", status_code=200
+                )
             entries = page["models"]
             for entry in entries:
                 info = ModelInfo.from_json(entry)
@@ -209,12 +224,14 @@ class ModelsClient:
         self._remember(info)
         return info
 
-    async def categories(self) -> list[str]:
+    async def categories(self) -> builtins.list[str]:
         """The catalog's category names."""
         data = await self._get(("categories",), "/v1/models/categories", {})
         cats = data.get("categories") if isinstance(data, Mapping) else None
         if not isinstance(cats, list):
-            raise MalformedResponseError(f"GET /v1/models/categories answered {data!r:.200}")
+            raise MalformedResponseError(
+                f"GET /v1/models/categories answered {data!r:.200}", status_code=200
+            )
         return [c for c in cats if isinstance(c, str)]
 
     async def spec(self, model_id: str) -> ModelSpec | None:

@@ -376,9 +376,14 @@ def validate_value(
             report.add(path, value, f"must be {words}")
             return
     enum = schema.get("enum")
-    if isinstance(enum, list) and enum and not any(
-        value == choice and type(value) is type(choice) or (is_number(value) and value == choice)
-        for choice in enum
+    if (
+        isinstance(enum, list)
+        and enum
+        and not any(
+            (value == choice and type(value) is type(choice))
+            or (is_number(value) and value == choice)
+            for choice in enum
+        )
     ):
         report.add(path, value, "must be one of " + ", ".join(repr(c) for c in enum))
         return
@@ -490,10 +495,6 @@ def apply_defaults(schema: Mapping[str, Any], payload: Mapping[str, Any]) -> dic
     properties = schema.get("properties")
     if isinstance(properties, Mapping):
         for key, prop in properties.items():
-            if (
-                key not in body
-                and isinstance(prop, Mapping)
-                and prop.get("default") is not None
-            ):
+            if key not in body and isinstance(prop, Mapping) and prop.get("default") is not None:
                 body[key] = prop["default"]
     return body

@@ -299,7 +299,7 @@ _KLING_RULES: Final = (PROMPTS_NOT_BLANK, SEGMENTS_ADD_UP, ELEMENTS_NOT_EMPTY)
 
 
 def _load_bundled(name: str) -> dict[str, Any]:
-    text = resources.files(__package__).joinpath("schemas", name).read_text("utf-8")
+    text = resources.files(__package__).joinpath("schemas").joinpath(name).read_text("utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 
@@ -397,7 +397,7 @@ def latency_prior(model_id: str, registry: Registry | None = None) -> float | No
 
 
 def csv_column_types(model_id: str, registry: Registry | None = None) -> dict[str, str]:
-    """How CSV cells of ``model_id``'s input fields are read (see :meth:`ModelSpec.csv_column_types`).
+    """How CSV cells of ``model_id``'s fields are read: ``int``, ``float``, ``bool``, ``json``.
 
     Empty for a model without a spec: every cell stays text.
     """

@@ -78,7 +78,9 @@ def _spec_entry(spec: ModelSpec) -> dict[str, Any]:
         entry["base_price_usd"] = spec.price.usd
         entry["price_unit"] = spec.price.unit
         if spec.price.usd_with_audio is not None:
-            entry["pricing_note"] = f"{spec.price.usd_with_audio} USD per {spec.price.unit} with audio"
+            entry["pricing_note"] = (
+                f"{spec.price.usd_with_audio} USD per {spec.price.unit} with audio"
+            )
     return entry
 
 
@@ -174,6 +176,4 @@ def _error(status: int, message: str, code: int | None = None) -> web.Response:
     body: dict[str, Any] = {"error_message": message}
     if code is not None:
         body["error_code"] = code
-    return web.Response(
-        status=status, text=json.dumps(body), content_type="application/json"
-    )
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")

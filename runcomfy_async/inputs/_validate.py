@@ -45,6 +45,7 @@ SEGMENT_DEFAULT_DURATION: Final = 5
 # Kept for the typed inputs, which check their ``extra`` mapping with it.
 _Report = SchemaReport
 
+
 def known_model_ids(registry: Registry | None = None) -> frozenset[str]:
     """The model ids whose inputs are validated: every id with a spec in ``registry``.
 
