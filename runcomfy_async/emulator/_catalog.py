@@ -26,6 +26,7 @@ import attrs
 from aiohttp import web
 
 from ..catalog import DEFAULT_REGISTRY, ModelSpec, Registry
+from ._config import ModelProfile
 
 __all__ = ["EmulatorCatalog", "SyntheticModel"]
 
@@ -38,7 +39,8 @@ class SyntheticModel:
     """An extra model the emulator lists: an input ``schema`` and a price.
 
     ``price_usd`` per ``price_unit`` (``"second"`` or ``"output"``); ``kind``
-    is what ``?kind=`` filters on (e.g. ``"video"``).
+    is what ``?kind=`` filters on (e.g. ``"video"``); ``profile`` is how long
+    its jobs take when submitted to the emulator.
     """
 
     model_id: str
@@ -49,6 +51,7 @@ class SyntheticModel:
     categories: tuple[str, ...] = ("synthetic",)
     kind: str = "video"
     pricing_note: str | None = None
+    profile: ModelProfile = attrs.field(factory=lambda: ModelProfile.uniform(20.0, 60.0))
 
     def entry(self) -> dict[str, Any]:
         """The catalog entry the emulator serves, with the schema."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import warnings
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -73,7 +73,7 @@ class Emulator:
         port: int = 0,
         storage_port: int = 0,
         vocabulary: str = "mixed",
-        catalog_models: Iterable[SyntheticModel] = (),
+        catalog_models: Collection[SyntheticModel] = (),
         balance_usd: float = 100.0,
     ) -> None:
         tokens = (token,) if isinstance(token, str) else tuple(token)
@@ -90,7 +90,12 @@ class Emulator:
         self.counters = Counters()
         self._injector = FaultInjector(faults or Faults(), seed=seed, counters=self.counters)
         self._board = JobBoard(
-            models={**default_models(), **(models or {})},
+            # a synthetic catalog model can be run too (its own profile wins)
+            models={
+                **default_models(),
+                **{m.model_id: m.profile for m in catalog_models},
+                **(models or {}),
+            },
             workers=workers,
             time_scale=time_scale,
             seed=seed,
