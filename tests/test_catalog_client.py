@@ -177,6 +177,14 @@ async def test_a_data_uri_and_an_extensionless_url_are_accepted(
     assert emu.job(job.request_id).payload["start_image_url"] == start
 
 
+async def test_a_data_uri_larger_than_a_megabyte_reaches_the_emulator(
+    client: RunComfyClient, emu: Emulator
+) -> None:
+    start = "data:image/png;base64," + "A" * (3 * 1024 * 1024)
+    job = await client.submit(I2V, {"prompt": "a fox", "start_image_url": start})
+    assert (await job).done
+
+
 async def test_an_oversized_data_uri_is_refused_with_its_field_path(
     client: RunComfyClient, emu: Emulator
 ) -> None:

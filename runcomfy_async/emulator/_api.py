@@ -123,7 +123,8 @@ class ApiOrigin:
 
     def make_app(self) -> web.Application:
         """The application serving the four API routes and ``GET /_emulator/counters``."""
-        app = web.Application()
+        # room for inline data: URIs (a 100 MB video is ~134 MB of base64)
+        app = web.Application(client_max_size=200 * 1024 * 1024)
         app.router.add_post("/v1/models/{model_id:.+}", self._route("submit", self._submit))
         app.router.add_get("/v1/requests/{request_id}/status", self._route("status", self._status))
         app.router.add_get("/v1/requests/{request_id}/result", self._route("result", self._result))
