@@ -16,7 +16,9 @@ never maps status codes: that is ``_api.py``'s job.
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -50,6 +52,9 @@ USER_AGENT = f"runcomfy-async/{__version__}"
 #: The largest API body we read (status and result bodies are a few KB); a
 #: larger one is an error, so a broken or hostile server cannot exhaust memory.
 MAX_BODY_BYTES = 4 * 1024 * 1024
+
+# Request bodies above this (inline data: URIs) are sent from a buffer.
+_LARGE_BODY = 1024 * 1024
 
 
 #: The Model API, where every job call goes.
@@ -270,14 +275,22 @@ class AiohttpTransport:
                 sock_connect=self._connect_timeout,
                 sock_read=request.read_timeout,
             )
+        body: dict[str, Any] = {"json": request.json}
+        if request.json is not None:
+            encoded = json.dumps(request.json).encode()
+            if len(encoded) > _LARGE_BODY:
+                # A body with inline data: URIs: streamed from a buffer, as
+                # aiohttp asks, instead of handed over as one raw bytes object.
+                headers["Content-Type"] = "application/json"
+                body = {"data": io.BytesIO(encoded)}
         try:
             async with session.request(
                 request.method,
                 url,
-                json=request.json,
                 params=dict(request.params) or None,
                 headers=headers,
                 allow_redirects=False,
+                **body,
                 **({"timeout": timeout} if timeout is not None else {}),
             ) as resp:
                 return Response(
