@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -157,6 +158,17 @@ def media_field(name: str, schema: Mapping[str, Any]) -> MediaField | None:
     (every known extension of that kind it mentions).
     """
     fmt = schema.get("format")
+    description = schema.get("description")
+    return _media_field(
+        name,
+        fmt if isinstance(fmt, str) or fmt is None else repr(fmt),
+        description if isinstance(description, str) else None,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _media_field(name: str, fmt: str | None, description: str | None) -> MediaField | None:
+    # cached: a schema's fields are asked about on every validation
     lowered = name.lower()
     if isinstance(fmt, str) and (fmt == "uri" or fmt.endswith("_uri")):
         kind = fmt[: -len("_uri")] if fmt.endswith("_uri") else ""
@@ -166,9 +178,8 @@ def media_field(name: str, schema: Mapping[str, Any]) -> MediaField | None:
         return None
     if kind not in MEDIA_FORMATS:
         kind = next((k for k in MEDIA_FORMATS if k in lowered), "")
-    description = schema.get("description")
     formats: frozenset[str] = frozenset()
-    if isinstance(description, str):
+    if description is not None:
         words = set(_WORD.findall(description.lower()))
         known = MEDIA_FORMATS.get(kind) or frozenset().union(*MEDIA_FORMATS.values())
         formats = frozenset(_canonical(w) for w in words & known)

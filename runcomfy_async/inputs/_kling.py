@@ -325,7 +325,8 @@ class KlingImageToVideo(_KlingInput):
     prompt: str
     """What should happen in the clip (not blank)."""
     start_image_url: str
-    """First frame: a public https URL ending in .jpg, .jpeg, .png, .bmp or .webp."""
+    """First frame, a jpg, jpeg, png, bmp or webp image: a public https URL (an extension is
+    not needed) or a ``data:`` URI (:func:`~runcomfy_async.inputs.file_uri` makes one)."""
     negative_prompt: str | None = None
     """What to keep out of the video."""
     duration: int = 10
