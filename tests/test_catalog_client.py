@@ -11,11 +11,13 @@ from aiohttp import web
 
 from runcomfy_async import (
     DEFAULT_BASE_URL,
+    AuthenticationError,
     InputValidationError,
     InvalidRequestError,
     MockTransport,
     ModelInfo,
     NotFoundError,
+    PermissionDeniedError,
     PollPolicy,
     Request,
     Response,
@@ -395,3 +397,14 @@ async def test_only_the_submit_post_gets_the_90_second_read_timeout() -> None:
     submit, status = seen[0], seen[-1]
     assert (submit.method, submit.read_timeout) == ("POST", 90.0)
     assert (status.method, status.read_timeout) == ("GET", None)
+
+
+async def test_another_users_request_is_a_permission_error_not_a_bad_token() -> None:
+    async with Emulator(time_scale=TEST_TIME_SCALE, token=("alice", "bob")) as emu:
+        async with RunComfyClient("alice", base_url=emu.base_url) as alice:
+            job = await alice.submit(T2V, {"prompt": "a fox"})
+        async with RunComfyClient("bob", base_url=emu.base_url) as bob:
+            with pytest.raises(PermissionDeniedError) as caught:
+                await bob.status(job.request_id)
+    assert not isinstance(caught.value, AuthenticationError)
+    assert (caught.value.status_code, caught.value.error_code) == (403, 403001)
