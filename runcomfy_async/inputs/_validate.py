@@ -39,8 +39,17 @@ IMAGE_EXTENSIONS: Final[tuple[str, ...]] = tuple(sorted(MEDIA_FORMATS["image"]))
 #: Video formats (file extensions) the validator knows; see :data:`IMAGE_EXTENSIONS`.
 VIDEO_EXTENSIONS: Final[tuple[str, ...]] = tuple(sorted(MEDIA_FORMATS["video"]))
 
-#: A multi_prompt segment's duration when it gives none (the Kling schemas).
-SEGMENT_DEFAULT_DURATION: Final = 5
+
+def _segment_default() -> int:
+    spec = get_spec(I2V_STANDARD)
+    assert spec is not None
+    value = spec.properties["multi_prompt"]["items"]["properties"]["duration"]["default"]
+    assert isinstance(value, int)
+    return value
+
+
+#: A multi_prompt segment's duration when it gives none (read from the Kling schemas).
+SEGMENT_DEFAULT_DURATION: Final = _segment_default()
 
 # Kept for the typed inputs, which check their ``extra`` mapping with it.
 _Report = SchemaReport
