@@ -22,6 +22,7 @@ from ._errors import (
     JobTimeoutError,
     MalformedResponseError,
     NotFoundError,
+    PermissionDeniedError,
     RateLimitError,
     RequestTimeoutError,
     RunComfyError,
@@ -33,7 +34,7 @@ from ._errors import (
 from ._fanout import Outcome
 from ._job import Job
 from ._limiter import RequestBudget
-from ._models import CancelOutcome, JobState, Result, Status, SubmitResponse
+from ._models import Balance, CancelOutcome, JobState, Result, Status, SubmitResponse
 from ._retry import RetryPolicy
 from ._scheduler import JobEvent, PollScheduler
 from ._timing import PollPolicy
@@ -48,6 +49,7 @@ from .batch import (
     ManifestError,
     run_batch,
 )
+from .catalog import ModelInfo, ModelsClient, ModelSpec
 from .inputs import (
     Element,
     KlingImageToVideo,
@@ -63,6 +65,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "APIStatusError",
     "AuthenticationError",
+    "Balance",
     "BatchReport",
     "BatchRunner",
     "CancelOutcome",
@@ -86,10 +89,14 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "MockTransport",
+    "ModelInfo",
     "ModelInput",
+    "ModelSpec",
+    "ModelsClient",
     "MultiPromptSegment",
     "NotFoundError",
     "Outcome",
+    "PermissionDeniedError",
     "PollPolicy",
     "PollScheduler",
     "PriceTable",

@@ -23,6 +23,7 @@ from ._errors import (
     InvalidRequestError,
     MalformedResponseError,
     NotFoundError,
+    PermissionDeniedError,
     RateLimitError,
     RunComfyError,
     ServerError,
@@ -43,7 +44,7 @@ from ._models import (
 from ._retry import RetryPolicy, parse_retry_after
 from ._transport import Request, Response, Transport
 
-__all__ = ["API", "check_request_id", "map_error"]
+__all__ = ["API", "SUBMIT_READ_TIMEOUT", "check_request_id", "map_error"]
 
 logger = logging.getLogger("runcomfy_async")
 
@@ -51,6 +52,9 @@ logger = logging.getLogger("runcomfy_async")
 # ids are made of (UUIDs, slugs) and nothing that could change the path.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _MODEL_ID = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
+
+#: Seconds a submit POST may wait for its answer (RunComfy's ComfyUI nodes: 90 s).
+SUBMIT_READ_TIMEOUT = 90.0
 
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # A submit answered with one of these was certainly not accepted.
@@ -146,7 +150,7 @@ _BY_CODE: dict[int, type[APIStatusError]] = {
     400001: InvalidRequestError,
     400002: InsufficientBalanceError,
     400004: AuthenticationError,
-    403001: AuthenticationError,
+    403001: PermissionDeniedError,
     404001: NotFoundError,
 }
 _BY_STATUS: dict[int, type[APIStatusError]] = {
@@ -249,7 +253,9 @@ class API:
         become an unknown outcome after a crash.
         """
         path = "/v1/models/" + quote(_check_model_id(model_id), safe="/")
-        request = Request("POST", path, json=dict(payload))
+        # RunComfy's own nodes give a submit 90 s to answer: a slow answer must
+        # not turn a job that was created into an "unknown outcome".
+        request = Request("POST", path, json=dict(payload), read_timeout=SUBMIT_READ_TIMEOUT)
         for retry_number in range(self.retry.attempts):
             last = retry_number == self.retry.attempts - 1
             await self.budget.acquire(Priority.SUBMIT)
@@ -360,6 +366,42 @@ class API:
         rid = check_request_id(request_id)
         data = await self._safe("POST", f"/v1/requests/{rid}/cancel", rid, Priority.CANCEL)
         return parse_cancel(data, rid)
+
+    # -- catalog and balance (GET JSON, safe to retry) ---------------------------
+
+    async def get_json(
+        self, path: str, params: Mapping[str, str] | None = None, *, url: str | None = None
+    ) -> Any:
+        """GET ``path`` (or the absolute ``url``, whose origin the transport must allow) as JSON.
+
+        Retried like status and result: a GET changes nothing. For the model
+        catalog and the balance.
+        """
+        for retry_number in range(self.retry.attempts):
+            try:
+                await self.budget.acquire(Priority.CHECK)
+                response = await self.transport.send(
+                    Request("GET", path, params=params or {}, url=url)
+                )
+                error = map_error(response, method="GET", path=path)
+                if error is not None:
+                    self._note_status(error)
+                    raise error
+                self.budget.on_success()
+                try:
+                    return _decode(response.body)
+                except ValueError:
+                    raise MalformedResponseError(
+                        f"GET {path} answered with a body that is not JSON",
+                        status_code=response.status,
+                        excerpt=_excerpt(response.body),
+                    ) from None
+            except RunComfyError as exc:
+                retry_after = retryable_after(exc)
+                if retry_after is False or retry_number == self.retry.attempts - 1:
+                    raise
+                await self.retry.sleep(self.retry.delay(retry_number, retry_after or None))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _note_status(self, error: APIStatusError) -> float | None:
         if isinstance(error, RateLimitError):

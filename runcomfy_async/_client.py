@@ -27,11 +27,12 @@ from ._errors import (
 from ._fanout import Outcome, as_completed, map_jobs
 from ._job import Job
 from ._limiter import RequestBudget
-from ._models import CancelOutcome, Result, Status
+from ._models import Balance, CancelOutcome, Result, Status, parse_balance
 from ._retry import RetryPolicy
 from ._scheduler import JobEvent, Listener, PollScheduler
 from ._timing import PollPolicy
-from ._transport import AiohttpTransport, Transport, check_base_url
+from ._transport import BALANCE_URL, AiohttpTransport, Transport, check_base_url
+from .catalog import DEFAULT_REGISTRY, ModelsClient, Registry
 from .inputs import ModelInput, prepare_request
 
 __all__ = ["DEFAULT_BASE_URL", "RunComfyClient"]
@@ -117,7 +118,8 @@ class _InFlightCap:
 class RunComfyClient:
     """An async client for RunComfy's Model API.
 
-    ``token`` defaults to ``$RUNCOMFY_API_TOKEN`` and ``base_url`` to
+    ``token`` defaults to ``$RUNCOMFY_API_TOKEN`` (else ``$RUNCOMFY_TOKEN``,
+    the name RunComfy's own clients also read) and ``base_url`` to
     ``$RUNCOMFY_BASE_URL`` (else the public API); a missing token fails at the
     first call with :class:`AuthenticationError`. Options:
 
@@ -131,6 +133,10 @@ class RunComfyClient:
     - ``include_cost``: ask for each result's ``cost`` (undocumented API flag).
     - ``transport``: replace the HTTP transport (tests, custom stacks).
     - ``allow_insecure_http``: allow plain http to a non-loopback base URL.
+    - ``balance_url``: where :meth:`balance` asks; by default RunComfy's wallet
+      endpoint for the public API, and ``{base_url}/prod/v2/balance`` for any
+      other base URL (an emulator), so the token never reaches a third origin.
+    - ``catalog_ttl``: seconds :attr:`models` keeps catalog answers.
     """
 
     def __init__(
@@ -148,18 +154,26 @@ class RunComfyClient:
         include_cost: bool = False,
         transport: Transport | None = None,
         allow_insecure_http: bool = False,
+        balance_url: str | None = None,
+        catalog_ttl: float = 300.0,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
-        token = token if token is not None else os.environ.get("RUNCOMFY_API_TOKEN")
+        if token is None:
+            token = os.environ.get("RUNCOMFY_API_TOKEN") or os.environ.get("RUNCOMFY_TOKEN")
         base = base_url or os.environ.get("RUNCOMFY_BASE_URL") or DEFAULT_BASE_URL
         self._base_url = check_base_url(base, allow_insecure_http=allow_insecure_http)
+        if balance_url is None:
+            default_api = self._base_url == DEFAULT_BASE_URL
+            balance_url = BALANCE_URL if default_api else self._base_url + "/prod/v2/balance"
+        self._balance_url = check_base_url(balance_url, allow_insecure_http=allow_insecure_http)
         self._has_token = bool(token)
         self._transport: Transport = transport or AiohttpTransport(
             self._base_url,
             token or None,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            balance_url=self._balance_url,
         )
         self._budget = RequestBudget(requests_per_second)
         self._api = API(self._transport, budget=self._budget, retry=retry or RetryPolicy())
@@ -173,6 +187,9 @@ class RunComfyClient:
         self._needs_token = transport is None
         self._event_queues: set[asyncio.Queue[JobEvent | None]] = set()
         self._close_task: asyncio.Task[None] | None = None
+        self._models = ModelsClient(
+            self._catalog_get, registry=Registry(parent=DEFAULT_REGISTRY), ttl=catalog_ttl
+        )
 
     def __repr__(self) -> str:
         tracking = self._scheduler.tracking if self._scheduler else 0
@@ -233,6 +250,26 @@ class RunComfyClient:
                 raise ClientStateError("this client is closed; create a new RunComfyClient")
             self._scheduler = PollScheduler(self._api, self._poll, include_cost=self._include_cost)
         return self._scheduler
+
+    @property
+    def models(self) -> ModelsClient:
+        """RunComfy's model catalog (list, get, categories), cached per client.
+
+        Every model it fetched with a schema is validated on submit like the
+        bundled Kling models (``await client.models.spec(model_id)`` fetches
+        one on purpose).
+        """
+        return self._models
+
+    async def _catalog_get(self, path: str, params: Mapping[str, str]) -> Any:
+        self._ready()
+        return await self._api.get_json(path, params)
+
+    async def balance(self) -> Balance:
+        """The account's wallet balance (USD), from the balance endpoint (``balance_url``)."""
+        self._ready()
+        data = await self._api.get_json("/prod/v2/balance", url=self._balance_url)
+        return parse_balance(data)
 
     @property
     def budget(self) -> RequestBudget:
@@ -299,7 +336,11 @@ class RunComfyClient:
         self._ready()
         do_validate = self._validate if validate is None else validate
         model_id, body = prepare_request(
-            model_or_input, payload, validate=do_validate, allow_unknown_fields=allow_unknown_fields
+            model_or_input,
+            payload,
+            validate=do_validate,
+            allow_unknown_fields=allow_unknown_fields,
+            registry=self._models.registry,
         )
         await self._cap.acquire()
         released = False

@@ -4,7 +4,8 @@ Every error the library raises on purpose derives from :class:`RunComfyError`::
 
     RunComfyError
     ├── APIStatusError                 the API answered with an error
-    │   ├── AuthenticationError        401/403, error_code 400004 / 403001
+    │   ├── AuthenticationError        401/403, error_code 400004
+    │   ├── PermissionDeniedError      error_code 403001: it belongs to another user
     │   ├── InsufficientBalanceError   402, error_code 400002
     │   ├── NotFoundError              404, error_code 404001
     │   ├── InvalidRequestError        400/422, error_code 400001
@@ -51,6 +52,7 @@ __all__ = [
     "JobTimeoutError",
     "MalformedResponseError",
     "NotFoundError",
+    "PermissionDeniedError",
     "RateLimitError",
     "RequestTimeoutError",
     "RunComfyError",
@@ -109,6 +111,13 @@ class AuthenticationError(APIStatusError):
 
 class InsufficientBalanceError(APIStatusError):
     """The account cannot pay for this request (402, error_code 400002)."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """The resource belongs to another user (error_code 403001): the token is fine.
+
+    Not an :class:`AuthenticationError`: a new token would not help.
+    """
 
 
 class NotFoundError(APIStatusError):

@@ -25,11 +25,13 @@ from cattrs.gen import make_dict_structure_fn, override
 from ._errors import MalformedResponseError
 
 __all__ = [
+    "Balance",
     "CancelOutcome",
     "JobState",
     "Result",
     "Status",
     "SubmitResponse",
+    "parse_balance",
 ]
 
 logger = logging.getLogger("runcomfy_async")
@@ -70,6 +72,9 @@ _ALIASES: dict[str, JobState] = {
     "in_queue": JobState.QUEUED,
     "queued": JobState.QUEUED,
     "pending": JobState.QUEUED,
+    # RunComfy's own clients meet these too (all "not finished")
+    "waiting": JobState.QUEUED,
+    "starting": JobState.RUNNING,
     "in_progress": JobState.RUNNING,
     "running": JobState.RUNNING,
     "processing": JobState.RUNNING,
@@ -341,3 +346,36 @@ def parse_cancel(body: Any, request_id: str, *, status_code: int = 202) -> Cance
         CancelOutcome, body, status_code=status_code, request_id=request_id
     )
     return obj
+
+
+@attrs.frozen
+class Balance:
+    """The account's wallet: ``usd`` (None when the answer gave no number), ``currency``.
+
+    ``raw`` is the answer as sent, unknown keys included.
+    """
+
+    usd: float | None
+    currency: str = "USD"
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+
+def parse_balance(body: Any) -> Balance:
+    """Read the balance endpoint's answer (``{"balance_usd": 12.34, "currency": "USD"}``)."""
+    if not isinstance(body, Mapping):
+        raise MalformedResponseError(
+            f"the balance answer is not an object: {body!r:.120}", status_code=200
+        )
+    usd = body.get("balance_usd", body.get("balance"))
+    if isinstance(usd, str):
+        try:
+            usd = float(usd)
+        except ValueError:
+            usd = None
+    ok = isinstance(usd, (int, float)) and not isinstance(usd, bool) and math.isfinite(usd)
+    currency = body.get("currency")
+    return Balance(
+        float(usd) if ok else None,
+        currency if isinstance(currency, str) else "USD",
+        dict(body),
+    )

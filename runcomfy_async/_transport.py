@@ -16,7 +16,9 @@ never maps status codes: that is ``_api.py``'s job.
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -33,12 +35,16 @@ from ._errors import (
 from ._version import __version__
 
 __all__ = [
+    "BALANCE_URL",
+    "DEFAULT_BASE_URL",
     "AiohttpTransport",
     "MockTransport",
     "Request",
     "Response",
     "Transport",
     "check_base_url",
+    "origin_of",
+    "token_origins",
 ]
 
 USER_AGENT = f"runcomfy-async/{__version__}"
@@ -47,15 +53,57 @@ USER_AGENT = f"runcomfy-async/{__version__}"
 #: larger one is an error, so a broken or hostile server cannot exhaust memory.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
+# Request bodies above this (inline data: URIs) are sent from a buffer.
+_LARGE_BODY = 1024 * 1024
+
+
+#: The Model API, where every job call goes.
+DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
+
+#: The wallet endpoint: another RunComfy origin, same token (see :func:`token_origins`).
+BALANCE_URL = "https://api.runcomfy.net/prod/v2/balance"
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower-cased, default ports dropped."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    default = {"https": 443, "http": 80}.get(scheme)
+    return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
+
+
+def token_origins(base_url: str, balance_url: str | None = None) -> frozenset[str]:
+    """The allow-list: the only origins the API token may be sent to.
+
+    The Model API origin (``base_url``'s, which is an emulator's in tests) and
+    the balance endpoint's origin; nothing else, whatever a response says
+    (output downloads go to the storage host without the token).
+    """
+    origins = {origin_of(base_url)}
+    if balance_url is not None:
+        origins.add(origin_of(balance_url))
+    return frozenset(origins)
+
 
 @attrs.frozen
 class Request:
-    """One API request: ``path`` is relative to the base URL (``/v1/...``)."""
+    """One API request: ``path`` is relative to the base URL (``/v1/...``).
+
+    ``url``, when set, is the absolute URL to use instead (the balance lives
+    on another origin); the transport refuses one whose origin is not on its
+    allow-list. ``read_timeout`` overrides the transport's for this request.
+    """
 
     method: str
     path: str
     json: Any = None
     params: Mapping[str, str] = attrs.field(factory=dict)
+    url: str | None = None
+    read_timeout: float | None = None
 
 
 @attrs.frozen
@@ -139,8 +187,9 @@ class AiohttpTransport:
     """The real transport: one aiohttp session with a bounded keep-alive pool.
 
     The session is created on first use, inside the running loop. The
-    ``Authorization`` header is attached per request, and only to requests for
-    the API origin; redirects are not followed, so it cannot leak to another.
+    ``Authorization`` header is attached per request; a request may only go
+    to an origin of :func:`token_origins` (the API's, plus ``balance_url``'s)
+    and redirects are not followed, so the token cannot leak to another.
     """
 
     def __init__(
@@ -152,8 +201,11 @@ class AiohttpTransport:
         read_timeout: float = 30.0,
         pool_size: int = 64,
         max_body_bytes: int = MAX_BODY_BYTES,
+        balance_url: str | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._origins = token_origins(self._base_url, balance_url)
+        self._connect_timeout = connect_timeout
         if token and any(not c.isprintable() or c.isspace() for c in token):
             # Refused here, not by aiohttp at the first request; never echoed.
             raise ValueError(
@@ -202,19 +254,44 @@ class AiohttpTransport:
         if not request.path.startswith("/"):
             # base_url + "@other.host/..." would send the token to another origin.
             raise ValueError(f"request path must start with '/', got {request.path!r}")
+        url = self._base_url + request.path
+        if request.url is not None:
+            url = request.url
+            if origin_of(url) not in self._origins:
+                # Not sent at all: the token goes to the allow-list and nowhere else.
+                raise ValueError(
+                    f"refusing to send a request to {origin_of(url)}: not one of the "
+                    f"origins allowed to see the API token ({', '.join(sorted(self._origins))})"
+                )
         session = self._get_session()
         headers = {}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token.reveal()}"
-        url = self._base_url + request.path
+        timeout = None
+        if request.read_timeout is not None:
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                connect=self._connect_timeout,
+                sock_connect=self._connect_timeout,
+                sock_read=request.read_timeout,
+            )
+        body: dict[str, Any] = {"json": request.json}
+        if request.json is not None:
+            encoded = json.dumps(request.json).encode()
+            if len(encoded) > _LARGE_BODY:
+                # A body with inline data: URIs: streamed from a buffer, as
+                # aiohttp asks, instead of handed over as one raw bytes object.
+                headers["Content-Type"] = "application/json"
+                body = {"data": io.BytesIO(encoded)}
         try:
             async with session.request(
                 request.method,
                 url,
-                json=request.json,
                 params=dict(request.params) or None,
                 headers=headers,
                 allow_redirects=False,
+                **body,
+                **({"timeout": timeout} if timeout is not None else {}),
             ) as resp:
                 return Response(
                     status=resp.status,

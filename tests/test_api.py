@@ -33,6 +33,7 @@ from runcomfy_async import (
     MalformedResponseError,
     MockTransport,
     NotFoundError,
+    PermissionDeniedError,
     RateLimitError,
     Request,
     RequestBudget,
@@ -202,7 +203,7 @@ async def test_status_code_maps_to_error_class(
         (400, 400002, InsufficientBalanceError),  # the code decides, not the 400
         (400, 400004, AuthenticationError),
         (401, 400004, AuthenticationError),
-        (403, 403001, AuthenticationError),
+        (403, 403001, PermissionDeniedError),  # not a token problem
         (404, 404001, NotFoundError),
         (400, "404001", NotFoundError),  # a code sent as a string
     ],

@@ -35,6 +35,7 @@ from runcomfy_async import (
     MalformedResponseError,
     MockTransport,
     NotFoundError,
+    PermissionDeniedError,
     PollPolicy,
     RateLimitError,
     Request,
@@ -313,7 +314,10 @@ async def test_local_validation_fails_before_anything_is_sent(
     [
         (answer(402, {"error_message": "top up"}), InsufficientBalanceError),
         (answer(400, {"error_code": 400002, "error_message": "top up"}), InsufficientBalanceError),
-        (answer(403, {"error_code": 403001, "error_message": "not yours"}), AuthenticationError),
+        (
+            answer(403, {"error_code": 403001, "error_message": "not yours"}),
+            PermissionDeniedError,
+        ),
         (answer(400, {"error_code": 400004, "error_message": "revoked"}), AuthenticationError),
         (answer(200, {"error_code": 404001, "error_message": "expired"}), NotFoundError),
         (answer(418, {"message": "teapot"}), APIStatusError),

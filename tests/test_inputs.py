@@ -59,8 +59,10 @@ def test_all_lists_every_public_name_and_each_is_importable() -> None:
     assert len(inputs.__all__) == len(set(inputs.__all__))
 
 
-def test_known_model_ids_are_the_two_kling_models() -> None:
-    assert known_model_ids() == frozenset({I2V, T2V})
+def test_known_model_ids_are_the_bundled_kling_tiers() -> None:
+    assert known_model_ids() == frozenset(
+        {I2V, T2V, "kling/kling-3.0/pro/image-to-video", "kling/kling-3.0/standard/text-to-video"}
+    )
 
 
 def test_model_input_class_maps_ids_to_typed_classes() -> None:
@@ -144,7 +146,7 @@ def test_twenty_segments_are_within_the_limit_and_twenty_one_are_not() -> None:
     over = _count_problems(
         validate_payload(T2V, t2v(multi_prompt=segments(*[3] * 21))), "multi_prompt"
     )
-    assert [p.rule for p in over] == ["must have at most 20 segments, has 21"]
+    assert [p.rule for p in over] == ["must have at most 20 items, has 21"]
 
 
 @pytest.mark.parametrize("duration", [3, 15])
@@ -162,7 +164,7 @@ def test_three_elements_are_accepted_and_four_are_not() -> None:
     assert validate_payload(I2V, i2v(elements=[{"video_url": VID}] * 3)) == []
     problems = validate_payload(I2V, i2v(elements=[{"video_url": VID}] * 4))
     assert [(p.path, p.rule) for p in problems] == [
-        ("elements", "must have at most 3 elements, has 4")
+        ("elements", "must have at most 3 items, has 4")
     ]
 
 
@@ -282,6 +284,13 @@ GOOD_IMAGE_URLS = [
     "https://cdn.example.com:8443/a.webp",
     "HTTPS://CDN.EXAMPLE.COM/A.PNG",
     "https://192.0.2.1/a.png",
+    # no extension, or one naming no known format: signed CDN links look like this
+    "https://cdn.example.com/img/12345?sig=abc",
+    "https://cdn.example.com/png",
+    "https://cdn.example.com/?file=a.png",
+    "https://cdn.example.com/a.png.txt",
+    "data:image/png;base64,iVBORw0KGgo=",
+    "data:image/webp;base64,UklGRg==",
 ]
 
 BAD_IMAGE_URLS = [
@@ -298,11 +307,11 @@ BAD_IMAGE_URLS = [
     "https://cdn.example.com/a.png\n",
     "https://cdn.example.com:99999/a.png",
     "https://[::1/a.png",
-    "https://cdn.example.com/a.gif",
-    "https://cdn.example.com/a.png.txt",
-    "https://cdn.example.com/png",
-    "https://cdn.example.com/?file=a.png",
     "https://cdn.example.com/a.mp4",
+    "data:video/mp4;base64,AAAA",
+    "data:text/plain;base64,AAAA",
+    "data:image/png;base64",
+    "data:;base64,AAAA",
     "",
     5,
     None,
@@ -322,7 +331,17 @@ def test_other_image_urls_are_rejected(url: Any) -> None:
     assert paths(validate_payload(I2V, body)) == ["elements[0].reference_image_urls[1]"]
 
 
-@pytest.mark.parametrize("ext", ["mp4", "MOV", "m4v", "webm"])
+@pytest.mark.parametrize("url", ["https://cdn.example.com/a.gif", "data:image/gif;base64,R0lG"])
+def test_a_format_the_start_image_description_leaves_out_is_refused(url: str) -> None:
+    # the start image's description lists jpg, jpeg, png, bmp, webp; a reference
+    # image's schema lists no formats, so any image format goes there
+    problems = validate_payload(I2V, i2v(start_image_url=url))
+    assert paths(problems) == ["start_image_url"]
+    assert "bmp, jpeg, png, webp" in problems[0].rule
+    assert validate_payload(I2V, i2v(elements=[{"frontal_image_url": url}])) == []
+
+
+@pytest.mark.parametrize("ext", ["mp4", "MOV", "m4v", "webm", "avi", "mkv"])
 def test_video_urls_with_a_video_extension_are_accepted(ext: str) -> None:
     body = i2v(elements=[{"video_url": f"https://cdn.example.com/ref.{ext}?t=1"}])
     assert validate_payload(I2V, body) == []
@@ -330,9 +349,14 @@ def test_video_urls_with_a_video_extension_are_accepted(ext: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["https://cdn.example.com/ref.png", "https://cdn.example.com/ref.avi", "http://x.com/a.mp4"],
+    [
+        "https://cdn.example.com/ref.png",
+        "http://x.com/a.mp4",
+        "ftp://x.com/a.mp4",
+        "data:image/png;base64,AAAA",
+    ],
 )
-def test_video_urls_without_a_video_extension_or_https_are_rejected(url: str) -> None:
+def test_video_urls_of_another_kind_or_without_https_are_rejected(url: str) -> None:
     assert paths(validate_payload(I2V, i2v(elements=[{"video_url": url}]))) == [
         "elements[0].video_url"
     ]
@@ -814,8 +838,8 @@ def test_estimate_cost_for_an_unpriced_model_raises_lookup_error() -> None:
 
 
 def test_estimate_cost_for_a_priced_model_without_rules_needs_a_duration() -> None:
-    prices = DEFAULT_PRICES.updated({"kling/kling-3.0/pro/image-to-video": (0.112, 0.168)})
-    model = "kling/kling-3.0/pro/image-to-video"
+    prices = DEFAULT_PRICES.updated({"acme/video-9": (0.112, 0.168)})
+    model = "acme/video-9"
     assert estimate_cost(
         model, {"duration": 10, "generate_audio": False}, prices=prices
     ) == pytest.approx(1.12)

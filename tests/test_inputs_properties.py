@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runcomfy_async.catalog import get_spec, media_field
 from runcomfy_async.inputs import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -75,6 +76,10 @@ def urls(extensions: tuple[str, ...]) -> st.SearchStrategy[str]:
 
 image_urls = urls(IMAGE_EXTENSIONS)
 video_urls = urls(VIDEO_EXTENSIONS)
+# The start image takes only the formats its schema's description lists.
+_START = get_spec(KlingImageToVideo.model_id).properties["start_image_url"]  # type: ignore[union-attr]
+_START_FORMATS = media_field("start_image_url", _START).formats  # type: ignore[union-attr]
+start_image_urls = urls(tuple(sorted(_START_FORMATS | {"jpg"})))
 
 json_values = st.recursive(
     st.none()
@@ -136,7 +141,7 @@ def i2v_inputs(draw: st.DrawFn) -> KlingImageToVideo:
     total, segments = draw(timing())
     return KlingImageToVideo(
         prompt=draw(prompts),
-        start_image_url=draw(image_urls),
+        start_image_url=draw(start_image_urls),
         negative_prompt=draw(st.none() | st.text(max_size=20)),
         duration=total,
         generate_audio=draw(st.booleans()),

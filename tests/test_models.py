@@ -55,6 +55,25 @@ def test_state_words_are_read_case_and_space_insensitively() -> None:
     assert JobState.parse(" Completed ") is JobState.SUCCEEDED
 
 
+@pytest.mark.parametrize(
+    ("word", "state"),
+    [
+        ("pending", JobState.QUEUED),
+        ("waiting", JobState.QUEUED),
+        ("starting", JobState.RUNNING),
+        ("processing", JobState.RUNNING),
+    ],
+)
+def test_words_runcomfys_own_clients_meet_are_not_finished_and_not_warned(
+    word: str, state: JobState, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="runcomfy_async"):
+        status = parse_status({"request_id": RID, "status": word}, RID)
+    assert status.state is state
+    assert not status.state.is_terminal
+    assert not [r for r in caplog.records if "unknown job state" in r.getMessage()]
+
+
 @pytest.mark.parametrize("word", ["exploded", "", 42, None, ["in_queue"]])
 def test_unknown_state_is_unknown_and_logged(word: Any, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="runcomfy_async"):

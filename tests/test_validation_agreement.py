@@ -27,6 +27,15 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     (I2V, {"prompt": "x", "start_image_url": IMAGE, "elements": [{}] * 4}),
     (I2V, {"prompt": "x", "start_image_url": IMAGE, "shot_type": "intelligent"}),
     (I2V, {"prompt": "x", "start_image_url": IMAGE, "aspect_ratio": "16:9", "duration": 3.5}),
+    (I2V, {"prompt": "x", "start_image_url": "data:image/gif;base64,R0lGOD=="}),
+    (
+        I2V,
+        {
+            "prompt": "x",
+            "start_image_url": IMAGE,
+            "elements": [{"video_url": "data:image/png;base64,AAAA"}],
+        },
+    ),
 ]
 
 
@@ -59,13 +68,21 @@ async def test_the_emulator_refuses_exactly_what_the_client_refuses(
     assert emulator.counters.jobs_created == 0
 
 
-@pytest.mark.parametrize("model_id", [I2V, T2V])
+@pytest.mark.parametrize(
+    ("model_id", "start"),
+    [
+        (I2V, IMAGE),
+        (I2V, "https://cdn.example.com/img/12345?sig=abc"),
+        (I2V, "data:image/png;base64,iVBORw0KGgo="),
+        (T2V, None),
+    ],
+)
 async def test_the_emulator_accepts_what_the_client_accepts(
-    emulator: Emulator, model_id: str
+    emulator: Emulator, model_id: str, start: str | None
 ) -> None:
     payload: dict[str, Any] = {"prompt": "a fox", "duration": 6}
-    if model_id == I2V:
-        payload["start_image_url"] = IMAGE
+    if start is not None:
+        payload["start_image_url"] = start
     payload["multi_prompt"] = [{"prompt": "a", "duration": 3}, {"prompt": "b", "duration": 3}]
     assert validate_payload(model_id, payload) == []
     headers = {"Authorization": f"Bearer {emulator.token}"}

@@ -16,6 +16,7 @@ From a shell: ``runcomfy-async emulator --port 8000`` (or ``python -m
 runcomfy_async.emulator``); ``--help`` lists the options.
 """
 
+from ._catalog import SyntheticModel
 from ._cli import main, serve
 from ._config import (
     DISTRIBUTIONS,
@@ -55,6 +56,7 @@ __all__ = [
     "JobState",
     "ModelProfile",
     "QueueDiscipline",
+    "SyntheticModel",
     "Vocabulary",
     "default_models",
     "main",

@@ -159,7 +159,8 @@ class ApiOrigin:
 
     def make_app(self, routes: list[Route] | None = None) -> web.Application:
         """The application serving ``routes`` (default :meth:`routes`) and the counters."""
-        app = web.Application()
+        # room for inline data: URIs (a 100 MB video is ~134 MB of base64)
+        app = web.Application(client_max_size=200 * 1024 * 1024)
         for method, path, name, handler in self.routes() if routes is None else routes:
             app.router.add_route(method, path, self._route(name, handler))
         app.router.add_get("/_emulator/counters", self._counters_view)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ._api import ApiOrigin, Route
+from ._catalog import EmulatorCatalog, SyntheticModel
 from ._config import ModelProfile, default_models
 from ._counters import Counters
 from ._faults import FaultInjector, Faults
@@ -80,6 +81,9 @@ class Emulator:
       provider has: a submit while the token has that many jobs queued or
       running is refused with 429 (no job created). ``None`` (default): no
       limit. ``emu.counters`` tracks the most jobs per token at once.
+    - ``catalog_models``: extra :class:`SyntheticModel` entries (schema and
+      price) the catalog routes list besides the package's bundled specs;
+    - ``balance_usd``: what the balance route answers (``emu.catalog.balance_usd``).
     """
 
     def __init__(
@@ -98,6 +102,8 @@ class Emulator:
         alt_spelling_rate: float = ALT_SPELLING_RATE,
         queue: QueueDiscipline = "fifo",
         max_jobs_per_token: int | None = None,
+        catalog_models: Collection[SyntheticModel] = (),
+        balance_usd: float = 100.0,
     ) -> None:
         tokens = (token,) if isinstance(token, str) else tuple(token)
         if not tokens or not all(isinstance(t, str) and t for t in tokens):
@@ -114,7 +120,12 @@ class Emulator:
         self.counters = Counters()
         self._injector = FaultInjector(faults or Faults(), seed=draws, counters=self.counters)
         self._board = JobBoard(
-            models={**default_models(), **(models or {})},
+            # a synthetic catalog model can be run too (its own profile wins)
+            models={
+                **default_models(),
+                **{m.model_id: m.profile for m in catalog_models},
+                **(models or {}),
+            },
             workers=workers,
             time_scale=time_scale,
             seed=draws,
@@ -137,6 +148,8 @@ class Emulator:
         self._storage = StorageOrigin(
             board=self._board, injector=self._injector, counters=self.counters
         )
+        # catalog and balance routes (emulator/_catalog.py)
+        self.catalog = EmulatorCatalog(extra_models=catalog_models, balance_usd=balance_usd)
         self._state: _State = "unopened"
         self._api_runner: web.AppRunner | None = None
         self._storage_runner: web.AppRunner | None = None
@@ -245,7 +258,9 @@ class Emulator:
             self._storage_runner = await self._setup(self._storage.make_app())
             storage_site = web.TCPSite(self._storage_runner, self._host, self._storage_port)
             await storage_site.start()
-            self._api_runner = await self._setup(self._api.make_app(self._routes()))
+            api_app = self._api.make_app(self._routes())
+            self.catalog.add_routes(api_app, self._api._authenticate)
+            self._api_runner = await self._setup(api_app)
             self._api_site = web.TCPSite(self._api_runner, self._host, self._port)
             await self._api_site.start()
         except BaseException:

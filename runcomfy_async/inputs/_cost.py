@@ -1,9 +1,10 @@
 """What a generation will cost, estimated before it is submitted.
 
-The figures are RunComfy's public per-second prices for Kling 3.0 as of late
-2026. They are an estimate, not a quote: the bill is what RunComfy charges
-(``?include_cost=true`` on a result reports it). Prices change, so the table is
-a plain value you can replace or extend.
+The prices are the model specs' (:mod:`runcomfy_async.catalog`): RunComfy's
+public Kling 3.0 figures as of late 2026, and the live catalog's price for
+every model fetched from it. They are an estimate, not a quote: the bill is
+what RunComfy charges (``?include_cost=true`` on a result reports it).
+:class:`PriceTable` overrides per-second prices by hand.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from typing import Any, NamedTuple
 
 import attrs
 
-from .._errors import InputValidationError, ValidationProblem
+from ..catalog import DEFAULT_REGISTRY, ModelSpec, PriceRule, Registry, get_spec
 from ._request import ModelInput, prepare_request
-from ._validate import I2V_MODEL_ID, RULES, T2V_MODEL_ID
 
 __all__ = ["DEFAULT_PRICES", "ModelPrice", "PriceTable", "estimate_cost"]
 
@@ -75,17 +75,18 @@ class PriceTable:
         return PriceTable({**self.prices, **prices})
 
 
-DEFAULT_PRICES = PriceTable(
-    {
-        I2V_MODEL_ID: (0.084, 0.126),  # standard tier
-        T2V_MODEL_ID: (0.112, 0.168),  # pro tier
-    }
-)
-"""RunComfy's public Kling 3.0 prices (USD/s, late 2026) for the models with typed inputs."""
+def _default_prices() -> PriceTable:
+    table: dict[str, tuple[float, float]] = {}
+    for model_id in sorted(DEFAULT_REGISTRY.model_ids()):
+        spec = DEFAULT_REGISTRY.get(model_id)
+        if spec is not None and spec.price is not None and spec.price.unit == "second":
+            price = spec.price
+            table[model_id] = (price.usd, price.usd_with_audio or price.usd)
+    return PriceTable(table)
 
-# Where to find the audio switch in a body of a model we have no rules for;
-# Kling's image and text models name it differently.
-_AUDIO_FIELDS = ("generate_audio", "sound")
+
+DEFAULT_PRICES = _default_prices()
+"""RunComfy's public Kling 3.0 prices (USD/s, late 2026), read from the bundled model specs."""
 
 
 def estimate_cost(
@@ -93,51 +94,42 @@ def estimate_cost(
     payload: Mapping[str, Any] | None = None,
     *,
     prices: PriceTable | None = None,
+    registry: Registry | None = None,
 ) -> float:
-    """Estimated USD for one generation: seconds of ``duration`` times the per-second price.
+    """Estimated USD for one generation, from the model's price rule.
 
     Takes the same arguments as :func:`prepare_request` and validates the same
     way (unknown fields allowed: they do not change the price), so an invalid
-    input raises :class:`InputValidationError` here too. An absent
-    ``duration`` or audio switch means the schema default (10 s for
-    image-to-video, 5 s for text-to-video; audio on). For a priced model with
-    no known rules, ``duration`` is required and audio counts as on unless a
+    input raises :class:`InputValidationError` here too.
+
+    The price comes from the model's :class:`~runcomfy_async.catalog.ModelSpec`
+    (in ``registry``: by default the bundled Kling specs; a client's registry
+    has every model its catalog fetched): per second of ``duration`` or per
+    output. An absent ``duration`` or audio switch means the schema default.
+    ``prices``, when given, replaces the specs' prices with per-second prices
+    by model id (a model it lacks has no price); for a priced model
+    with no spec, ``duration`` is required and audio counts as on unless a
     ``generate_audio`` or ``sound`` field says otherwise (the dearer guess).
 
-    ``prices`` replaces :data:`DEFAULT_PRICES`. Raises ``LookupError`` when the
-    table has no price for the model. The result is rounded to a millionth of
-    a dollar so that it prints cleanly.
+    Raises ``LookupError`` when no per-second or per-output price is known.
+    The result is rounded to a millionth of a dollar so that it prints cleanly.
     """
-    model_id, body = prepare_request(model_or_input, payload, allow_unknown_fields=True)
-    table = DEFAULT_PRICES if prices is None else prices
-    price = table.get(model_id)
-    if price is None:
+    model_id, body = prepare_request(
+        model_or_input, payload, allow_unknown_fields=True, registry=registry
+    )
+    spec = get_spec(model_id, registry)
+    if prices is not None:
+        # a table replaces the specs' prices altogether: what it lacks is unknown
+        price = prices.get(model_id)
+        if price is not None:
+            base = spec or ModelSpec(model_id, {"type": "object"})
+            rule = PriceRule(price.per_second, "second", price.per_second_with_audio)
+            return attrs.evolve(base, price=rule).estimate_cost(body)
+        spec = None
+    if spec is None or spec.price is None or not spec.price.estimable:
         raise LookupError(
-            f"no price known for model {model_id!r}; pass "
+            f"no price known for model {model_id!r}; fetch it from the catalog "
+            "(await client.models.spec(model_id)) or pass "
             "prices=DEFAULT_PRICES.updated({model_id: (per_second, per_second_with_audio)})"
         )
-    rules = RULES.get(model_id)
-    if rules is not None:
-        seconds = body.get("duration", rules.default_duration)
-        audio = body.get(rules.audio_field, True)
-    else:
-        seconds = body.get("duration")
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, (int, float))
-            or not (math.isfinite(seconds) and seconds >= 0)
-        ):
-            raise InputValidationError(
-                [
-                    ValidationProblem(
-                        "duration",
-                        body.get("duration", attrs.NOTHING),
-                        "must be a number of seconds (>= 0) to estimate the cost of this model",
-                    )
-                ],
-                model_id=model_id,
-            )
-        flags = [body[name] for name in _AUDIO_FIELDS if isinstance(body.get(name), bool)]
-        audio = flags[0] if flags else True
-    per_second = price.per_second_with_audio if audio else price.per_second
-    return round(float(seconds) * per_second, 6)
+    return spec.estimate_cost(body)

@@ -23,19 +23,19 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal, TypeVar, cast
+from typing import Any, ClassVar, Final, Literal, TypeVar, cast
 
 import attrs
 
 from .._errors import InputValidationError, ValidationProblem
+from ..catalog import get_spec
+from ..catalog._schema import check_json, join_path
 from ._validate import (
     I2V_MODEL_ID,
     SEGMENT_DEFAULT_DURATION,
     T2V_MODEL_ID,
     _Report,
-    check_json,
     check_payload,
-    join_path,
     validate_payload,
 )
 
@@ -55,6 +55,17 @@ ShotType = Literal["customize"]
 """The shot types the Kling 3.0 schemas list."""
 
 _MAX_COPY_DEPTH = 64
+
+
+def _schema_defaults(model_id: str) -> dict[str, Any]:
+    # The typed classes' defaults are the bundled schema's, not a second copy of them.
+    spec = get_spec(model_id)
+    assert spec is not None, model_id
+    return {name: spec.default(name) for name in spec.properties}
+
+
+_I2V_DEFAULTS: Final = _schema_defaults(I2V_MODEL_ID)
+_T2V_DEFAULTS: Final = _schema_defaults(T2V_MODEL_ID)
 
 
 def _copy_json(value: Any, depth: int = 0) -> Any:
@@ -326,14 +337,15 @@ class KlingImageToVideo(_KlingInput):
     prompt: str
     """What should happen in the clip (not blank)."""
     start_image_url: str
-    """First frame: a public https URL ending in .jpg, .jpeg, .png, .bmp or .webp."""
+    """First frame, a jpg, jpeg, png, bmp or webp image: a public https URL (an extension is
+    not needed) or a ``data:`` URI (:func:`~runcomfy_async.inputs.file_uri` makes one)."""
     negative_prompt: str | None = None
     """What to keep out of the video."""
-    duration: int = 10
+    duration: int = _I2V_DEFAULTS["duration"]
     """Total length in seconds, 3-15; sets the price."""
-    generate_audio: bool = True
+    generate_audio: bool = _I2V_DEFAULTS["generate_audio"]
     """Generate a sound track; sets the price."""
-    cfg_scale: float = 0.5
+    cfg_scale: float = _I2V_DEFAULTS["cfg_scale"]
     """How closely to follow the prompt, 0-1."""
     multi_prompt: tuple[MultiPromptSegment, ...] = attrs.field(default=(), converter=_segments)
     """Scene segments (at most 20) whose durations add up to ``duration``."""
@@ -359,13 +371,13 @@ class KlingTextToVideo(_KlingInput):
     """Scene, motion, camera style and atmosphere (not blank)."""
     negative_prompt: str | None = None
     """What to keep out of the video."""
-    duration: int = 5
+    duration: int = _T2V_DEFAULTS["duration"]
     """Length in seconds, 3-15; sets the price."""
-    aspect_ratio: AspectRatio = "16:9"
+    aspect_ratio: AspectRatio = _T2V_DEFAULTS["aspect_ratio"]
     """One of 16:9, 9:16, 1:1."""
-    cfg_scale: float = 0.5
+    cfg_scale: float = _T2V_DEFAULTS["cfg_scale"]
     """How closely to follow the prompt, 0-1."""
-    sound: bool = True
+    sound: bool = _T2V_DEFAULTS["sound"]
     """Generate synchronised sound; sets the price."""
     multi_prompt: tuple[MultiPromptSegment, ...] = attrs.field(default=(), converter=_segments)
     """Scene segments (at most 20) whose durations add up to ``duration``."""

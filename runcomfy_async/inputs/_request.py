@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from .._errors import InputValidationError, ValidationProblem
+from ..catalog import Registry
 from ._kling import KlingImageToVideo, KlingTextToVideo, _copy_json
 from ._validate import model_id_problems, validate_payload
 
@@ -46,6 +47,7 @@ def prepare_request(
     *,
     validate: bool = True,
     allow_unknown_fields: bool = False,
+    registry: Registry | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Normalise a submit's arguments to ``(model_id, body)``, checked before anything is paid.
 
@@ -55,7 +57,8 @@ def prepare_request(
       The typed Kling inputs were validated when built; any other ModelInput's
       body is validated like a dict (below).
     - ``prepare_request(model_id, payload)``: for a model id in
-      :func:`known_model_ids`, the payload is validated (unless ``validate`` is
+      :func:`known_model_ids` (or in ``registry``, e.g. a client's, holding
+      the specs its catalog fetched), the payload is validated (unless ``validate`` is
       false, the escape hatch for inputs the rules wrongly refuse;
       ``allow_unknown_fields`` admits keys the schema does not know). Other
       model ids pass through, needing only to be sendable as JSON.
@@ -108,7 +111,9 @@ def prepare_request(
     id_problems = model_id_problems(model_id)
     problems: list[ValidationProblem] = list(id_problems)
     if check:
-        problems += validate_payload(model_id, body, allow_unknown_fields=allow_unknown_fields)
+        problems += validate_payload(
+            model_id, body, allow_unknown_fields=allow_unknown_fields, registry=registry
+        )
     if problems:
         # A bad model id is not repeated in the headline: it may hold a newline.
         raise InputValidationError(problems, model_id=None if id_problems else model_id)
