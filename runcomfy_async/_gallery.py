@@ -88,13 +88,6 @@ class _Job:
         return self.noticed - self.submitted
 
 
-def _fields(row: Any) -> Mapping[str, Any]:
-    """A journal row (``JournalRow`` or a mapping) as a mapping."""
-    if isinstance(row, Mapping):
-        return row
-    return attrs.asdict(row, recurse=False)
-
-
 def _epoch(iso: Any) -> float | None:
     try:
         return dt.datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
@@ -111,7 +104,9 @@ def _number(value: Any) -> float | None:
 def _jobs(report: Mapping[str, Any], rows: Mapping[str, Any]) -> list[_Job]:
     out = []
     for item in report.get("jobs") or ():
-        row = _fields(rows.get(str(item.get("id")), {}))
+        row = rows.get(str(item.get("id"))) or {}
+        if not isinstance(row, Mapping):  # a JournalRow
+            row = attrs.asdict(row, recurse=False)
         payload = row.get("input") or {}
         result = row.get("result") or {}
         submitted, noticed = _number(row.get("submitted_at")), _number(row.get("finished_at"))
@@ -332,8 +327,8 @@ def gallery_html(
     started = _number(report.get("started_at"))
     if started is not None:
         notes.append(f"started {dt.datetime.fromtimestamp(started, dt.timezone.utc):%F %T} UTC")
-    if requests is None:
-        requests = _requests(report.get("requests"))
+    if requests is None and _number(report.get("requests")) is not None:
+        requests = int(report["requests"])
     return string.Template(_template()).substitute(
         uid=uid,
         heading=f"Batch of {len(jobs)} job{'s' if len(jobs) != 1 else ''}",
@@ -345,11 +340,6 @@ def gallery_html(
         timeline=_timeline(jobs, started),
         version=_e(__version__),
     )
-
-
-def _requests(value: Any) -> int | None:
-    number = _number(value)
-    return None if number is None else int(number)
 
 
 def render_gallery(
