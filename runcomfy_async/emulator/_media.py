@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import math
-import os
 import struct
-import tempfile
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -232,29 +231,67 @@ def _write_plane(plane: VideoPlane, data: bytes, width: int) -> None:
     plane.update(data)
 
 
+def _boxes(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The boxes at one level of an ISO-BMFF file: (type, whole box) in order."""
+    out, offset = [], 0
+    while offset + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, offset)
+        if size < 8:  # 0 (to the end) or 1 (64-bit size): not in the files made here
+            raise ValueError(f"unsupported {kind!r} box size {size}")
+        out.append((kind, data[offset : offset + size]))
+        offset += size
+    return out
+
+
+def _shift_chunk_offsets(box: bytes, delta: int) -> bytes:
+    """``box`` with every chunk offset (``stco`` / ``co64``) inside it moved by ``delta``."""
+    kind = box[4:8]
+    if kind in (b"moov", b"trak", b"mdia", b"minf", b"stbl"):
+        return box[:8] + b"".join(_shift_chunk_offsets(b, delta) for _, b in _boxes(box[8:]))
+    if kind in (b"stco", b"co64"):
+        fmt = ">I" if kind == b"stco" else ">Q"
+        (count,) = struct.unpack_from(">I", box, 12)
+        offsets = struct.unpack_from(f">{count}{fmt[1]}", box, 16)
+        return box[:16] + struct.pack(f">{count}{fmt[1]}", *(o + delta for o in offsets))
+    return box
+
+
+def _fast_start(data: bytes) -> bytes:
+    """Move ``moov`` before ``mdat`` so a player can start before the whole file arrives.
+
+    FFmpeg's own "faststart" rereads its output file, which an in-memory
+    buffer cannot offer (and a temporary file costs more than the encode).
+    """
+    boxes = _boxes(data)
+    kinds = [kind for kind, _ in boxes]
+    moov, first_mdat = kinds.index(b"moov"), kinds.index(b"mdat")
+    if moov < first_mdat:
+        return data
+    head = b"".join(box for _, box in boxes[:first_mdat])
+    index = _shift_chunk_offsets(boxes[moov][1], len(boxes[moov][1]))
+    rest = b"".join(box for i, (_, box) in enumerate(boxes[first_mdat:], first_mdat) if i != moov)
+    return head + index + rest
+
+
 @functools.lru_cache(maxsize=_CACHED_CLIPS)
 def _clip(request_id: str) -> bytes:
     """Encode ``request_id``'s clip with PyAV (H.264 in MP4, fast start); cached per id."""
     av = _pyav()
     assert av is not None
     width, height = CLIP_SIZE
-    # The MP4 muxer moves ``moov`` to the front ("faststart") by rereading its
-    # output file, which an in-memory buffer cannot offer: encode to a temp file.
-    with tempfile.TemporaryDirectory(prefix="runcomfy-emu-") as tmp:
-        path = os.path.join(tmp, "clip.mp4")
-        with av.open(path, "w", format="mp4", options={"movflags": "+faststart"}) as out:
-            stream = out.add_stream("libx264", rate=CLIP_FPS)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            # One thread: x264's output is then the same bytes on every run.
-            stream.options = {"preset": "ultrafast", "crf": "26", "threads": "1"}
-            for n, planes in enumerate(_frames(request_id)):
-                frame = av.VideoFrame(width, height, "yuv420p")
-                for plane, data, w in zip(
-                    frame.planes, planes, (width, width // 2, width // 2), strict=True
-                ):
-                    _write_plane(plane, data, w)
-                frame.pts = n
-                out.mux(stream.encode(frame))
-            out.mux(stream.encode(None))
-        with open(path, "rb") as f:
-            return f.read()
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=CLIP_FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        # One thread: x264's output is then the same bytes on every run.
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "26", "threads": "1"}
+        for n, planes in enumerate(_frames(request_id)):
+            frame = av.VideoFrame(width, height, "yuv420p")
+            for plane, data, w in zip(
+                frame.planes, planes, (width, width // 2, width // 2), strict=True
+            ):
+                _write_plane(plane, data, w)
+            frame.pts = n
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return _fast_start(buffer.getvalue())
