@@ -43,6 +43,9 @@ GALLERY_NAME = "report.html"
 _VIDEO = (".mp4", ".webm", ".mov", ".m4v")
 _IMAGE = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 _PROMPT_CHARS = 140
+# Clips past this many are links that the page's script turns into players when
+# scrolled near: a thousand <video> elements keep a browser busy for most of a minute.
+_EAGER_CLIPS = 48
 _HINT_CANCELLED = "cancelled on the server: rerun with --retry-failed to submit it again"
 # Journal states as report outcomes, for a directory with a journal but no report.json.
 _OUTCOME_OF_STATE = {
@@ -146,9 +149,11 @@ def _seconds(value: float | None) -> str:
     return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
-def _media(job: _Job, base: str) -> str:
+def _media(job: _Job, base: str, eager: bool) -> str:
     for name in job.files:
         src = _e(base + quote(name))
+        if name.lower().endswith(_VIDEO) and not eager:
+            return f'<a class="nomedia clip-later" href="{src}" title="{_e(name)}">▶ play</a>'
         if name.lower().endswith(_VIDEO):
             return (
                 f'<video src="{src}" preload="metadata" muted loop playsinline controls '
@@ -161,7 +166,7 @@ def _media(job: _Job, base: str) -> str:
     return f'<div class="nomedia">{_e(job.outcome.replace("_", " "))}</div>'
 
 
-def _card(job: _Job, base: str) -> str:
+def _card(job: _Job, base: str, eager: bool = True) -> str:
     prompt = job.prompt
     short = prompt if len(prompt) <= _PROMPT_CHARS else prompt[: _PROMPT_CHARS - 1] + "…"
     data = {
@@ -192,7 +197,7 @@ def _card(job: _Job, base: str) -> str:
             trouble += f'<p class="hint">What to do: {_e(hint)}</p>'
     rid = f'<p class="rid">request <code>{_e(job.request_id)}</code></p>' if job.request_id else ""
     return (
-        f'<article class="card st-{_e(job.outcome)}" {attrs_}>{_media(job, base)}'
+        f'<article class="card st-{_e(job.outcome)}" {attrs_}>{_media(job, base, eager)}'
         f'<div class="meta"><div class="head"><code class="id">{_e(job.id)}</code>'
         f'<span class="badge">{_e(job.outcome.replace("_", " "))}</span></div>'
         f'<div class="model">{_e(job.model)}</div>'
@@ -336,7 +341,7 @@ def gallery_html(
         totals=_totals(report, jobs, requests),
         state_select=_select("state", "State", states),
         model_select=_select("model", "Model", models),
-        cards="".join(_card(j, quote(media_base)) for j in jobs),
+        cards="".join(_card(j, quote(media_base), n < _EAGER_CLIPS) for n, j in enumerate(jobs)),
         timeline=_timeline(jobs, started),
         version=_e(__version__),
     )

@@ -222,3 +222,10 @@ def check_written_from_journal(out: Path) -> None:
     assert len(page.all("g")) == 3 and len(page.all("rect")) == 9
     assert "interrupted" in " ".join(page.text)
     assert not list(out.glob("*.part"))
+
+
+def test_clips_past_the_first_screens_are_links_until_scrolled_near() -> None:
+    page = Page(render_gallery(report(*(job(i) for i in range(60)))))
+    videos, later = page.all("video"), page.all("a", **{"class": "nomedia clip-later"})
+    assert [v["src"] for v in videos] == [f"clip-{i}.mp4" for i in range(48)]
+    assert [a["href"] for a in later] == [f"clip-{i}.mp4" for i in range(48, 60)]

@@ -130,3 +130,25 @@ def test_plane_rows_are_padded_to_the_frames_line_size() -> None:
     plane = _PaddedPlane(line_size=8)
     _media._write_plane(plane, b"abcdef" * 2, 6)  # type: ignore[arg-type]
     assert plane.data == b"abcdef\x00\x00abcdef\x00\x00"
+
+
+def box(kind: bytes, *payload: bytes) -> bytes:
+    body = b"".join(payload)
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+def test_fast_start_moves_the_index_first_and_shifts_every_chunk_offset() -> None:
+    stco = box(b"stco", struct.pack(">II", 0, 2), struct.pack(">II", 40, 48))
+    co64 = box(b"co64", struct.pack(">II", 0, 1), struct.pack(">Q", 44))
+    stbl = box(b"stbl", box(b"stsz", bytes(12)), stco, co64)
+    trak = box(b"trak", box(b"mdia", box(b"minf", stbl)))
+    moov = box(b"moov", box(b"mvhd", bytes(100)), trak)
+    head = box(b"ftyp", b"isom") + box(b"free")
+    data = head + box(b"mdat", bytes(32)) + moov  # moov last, as FFmpeg writes to a buffer
+    moved = _media._fast_start(data)
+    assert [k for k, _ in top_level_boxes(moved)] == [b"ftyp", b"free", b"moov", b"mdat"]
+    assert len(moved) == len(data)
+    shift = len(moov)
+    assert struct.pack(">II", 40 + shift, 48 + shift) in moved
+    assert struct.pack(">Q", 44 + shift) in moved
+    assert _media._fast_start(moved) == moved  # already fast start: unchanged

@@ -26,9 +26,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from runcomfy_async import PollPolicy, RunComfyClient
-from runcomfy_async._gallery import write_gallery
+from runcomfy_async._gallery import render_gallery, write_gallery
 from runcomfy_async.batch import run_batch
-from runcomfy_async.emulator import Emulator, Faults
+from runcomfy_async.emulator import Emulator, Faults, make_mp4
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -273,7 +273,42 @@ def test_no_request_leaves_the_machine_and_the_page_logs_no_error(
     until(lambda: "http://127.0.0.1:9/probe.png" in requested(opened), "the probe request")
 
 
-def test_screenshot(opened: webdriver.Chrome, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_large_batch_loads_the_clips_below_as_they_scroll_into_view(
+    browser: webdriver.Chrome, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    out = tmp_path_factory.mktemp("large")
+    jobs = []
+    for i in range(120):
+        (out / f"clip-{i}.mp4").write_bytes(make_mp4(f"large-{i}"))
+        jobs.append(
+            {
+                "id": f"clip-{i}",
+                "model": T2V,
+                "outcome": "succeeded",
+                "files": [f"clip-{i}.mp4"],
+                "line": i + 1,
+            }
+        )
+    (out / "report.html").write_text(render_gallery({"jobs": jobs}), encoding="utf-8")
+    browser.get((out / "report.html").as_uri())
+    count = "return document.querySelectorAll('.rcg video').length"
+    assert 48 <= browser.execute_script(count) < 120  # the rest wait below the fold
+    before = browser.execute_script(count)
+    browser.execute_script("document.querySelector('.card[data-id=clip-119]').scrollIntoView()")
+    last = until(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".card[data-id=clip-119] video"),
+        "the clip at the bottom to unfold",
+    )[0]
+    until(lambda: last.get_property("readyState") >= 1, "the last clip's metadata")
+    assert last.get_property("duration") > 0
+    assert before < browser.execute_script(count) < 120  # only those near the view
+
+
+def test_screenshot(
+    page: Path, browser: webdriver.Chrome, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    opened = browser
+    opened.get(page.as_uri())  # afresh: other tests filtered, sorted or left the page
     # Show each clip mid-motion, then take the picture the README uses.
     opened.execute_script(
         "document.querySelectorAll('video').forEach(v => { v.currentTime = 0.5; })"
