@@ -326,7 +326,12 @@ def gallery_html(
     if media_base and not media_base.endswith("/"):
         media_base += "/"
     states, models = Counter(j.outcome for j in jobs), Counter(j.model for j in jobs)
-    notes = [str(report.get("out_dir") or "")]
+    # The folder's name only (its full path on hover): a shared page need not tell
+    # where it was made, nor whose home directory it was in.
+    folder = str(report.get("out_dir") or "")
+    notes = [
+        f'<span title="{_e(folder)}">{_e(os.path.basename(folder.rstrip("/")) or folder)}</span>'
+    ]
     if report.get("interrupted"):
         notes.append("interrupted: rerun the same command to finish")
     started = _number(report.get("started_at"))
@@ -337,7 +342,7 @@ def gallery_html(
     return string.Template(_template()).substitute(
         uid=uid,
         heading=f"Batch of {len(jobs)} job{'s' if len(jobs) != 1 else ''}",
-        sub=" · ".join(map(_e, notes)),
+        sub=" · ".join([notes[0], *map(_e, notes[1:])]),
         totals=_totals(report, jobs, requests),
         state_select=_select("state", "State", states),
         model_select=_select("model", "Model", models),

@@ -229,3 +229,9 @@ def test_clips_past_the_first_screens_are_links_until_scrolled_near() -> None:
     videos, later = page.all("video"), page.all("a", **{"class": "nomedia clip-later"})
     assert [v["src"] for v in videos] == [f"clip-{i}.mp4" for i in range(48)]
     assert [a["href"] for a in later] == [f"clip-{i}.mp4" for i in range(48, 60)]
+
+
+def test_the_page_names_the_folder_not_where_it_was_made() -> None:
+    page = Page(render_gallery(report(job(0), out_dir="/home/alice/projects/clips")))
+    assert "clips" in page.text and "/home/alice/projects/clips" not in page.text
+    assert page.all("span", title="/home/alice/projects/clips")

@@ -78,7 +78,7 @@ async def run_showcase(out: Path) -> int:
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("showcase")
+    out = tmp_path_factory.mktemp("showcase") / "clips"
     requests = asyncio.run(run_showcase(out))
     return write_gallery(out, requests=requests)
 
@@ -310,13 +310,19 @@ def test_screenshot(
     opened = browser
     opened.get(page.as_uri())  # afresh: other tests filtered, sorted or left the page
     # Show each clip mid-motion, then take the picture the README uses.
+    until(
+        lambda: opened.execute_script(
+            "return Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 1)"
+        ),
+        "every clip's metadata",
+    )
     opened.execute_script(
         "document.querySelectorAll('video').forEach(v => { v.currentTime = 0.5; })"
     )
     until(
         lambda: opened.execute_script(
             "return Array.from(document.querySelectorAll('video'))"
-            ".every(v => v.readyState >= 2 && !v.seeking)"
+            ".every(v => v.readyState >= 2 && !v.seeking && v.currentTime > 0)"
         ),
         "every clip to show a frame",
     )
