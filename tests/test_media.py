@@ -146,7 +146,7 @@ def test_fast_start_moves_the_index_first_and_shifts_every_chunk_offset() -> Non
     head = box(b"ftyp", b"isom") + box(b"free")
     data = head + box(b"mdat", bytes(32)) + moov  # moov last, as FFmpeg writes to a buffer
     moved = _media._fast_start(data)
-    assert [k for k, _ in top_level_boxes(moved)] == [b"ftyp", b"free", b"moov", b"mdat"]
+    assert [k for k, _ in top_level_boxes(moved)] == [b"ftyp", b"moov", b"free", b"mdat"]
     assert len(moved) == len(data)
     shift = len(moov)
     assert struct.pack(">II", 40 + shift, 48 + shift) in moved

@@ -257,20 +257,20 @@ def _shift_chunk_offsets(box: bytes, delta: int) -> bytes:
 
 
 def _fast_start(data: bytes) -> bytes:
-    """Move ``moov`` before ``mdat`` so a player can start before the whole file arrives.
+    """Move ``moov`` right after ``ftyp`` so a player can start before the whole file arrives.
 
-    FFmpeg's own "faststart" rereads its output file, which an in-memory
-    buffer cannot offer (and a temporary file costs more than the encode).
+    FFmpeg's own "faststart" (the same layout) rereads its output file, which
+    an in-memory buffer cannot offer (and a temporary file costs more than
+    the encode). Every box after ``ftyp`` moves by the size of ``moov``.
     """
     boxes = _boxes(data)
     kinds = [kind for kind, _ in boxes]
-    moov, first_mdat = kinds.index(b"moov"), kinds.index(b"mdat")
-    if moov < first_mdat:
+    moov = kinds.index(b"moov")
+    if kinds[0] != b"ftyp" or moov < kinds.index(b"mdat"):
         return data
-    head = b"".join(box for _, box in boxes[:first_mdat])
     index = _shift_chunk_offsets(boxes[moov][1], len(boxes[moov][1]))
-    rest = b"".join(box for i, (_, box) in enumerate(boxes[first_mdat:], first_mdat) if i != moov)
-    return head + index + rest
+    rest = b"".join(box for i, (_, box) in enumerate(boxes[1:], 1) if i != moov)
+    return boxes[0][1] + index + rest
 
 
 @functools.lru_cache(maxsize=_CACHED_CLIPS)
