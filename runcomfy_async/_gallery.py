@@ -49,14 +49,13 @@ _EAGER_CLIPS = 48
 _HINT_CANCELLED = "cancelled on the server: rerun with --retry-failed to submit it again"
 # Journal states as report outcomes, for a directory with a journal but no report.json.
 _OUTCOME_OF_STATE = {
-    "downloaded": "succeeded",
-    "finished": "download_failed",
-    "failed": "failed",
-    "cancelled": "cancelled",
-    "unknown": "outcome_unknown",
+    "planned": "not_submitted",
     "submitting": "outcome_unknown",
     "submitted": "in_flight",
-}
+    "finished": "download_failed",
+    "downloaded": "succeeded",
+    "unknown": "outcome_unknown",
+}  # failed and cancelled keep their names
 
 
 def _e(value: object) -> str:
@@ -213,13 +212,16 @@ def _ticks(span: float) -> float:
     return next(m * step for m in (1, 2, 5, 10) if m * step >= raw)
 
 
-def _timeline(jobs: list[_Job], start: float | None) -> str:
+def _timeline(jobs: list[_Job], start: float | None, stop: float | None) -> str:
     timed = [j for j in jobs if j.submitted is not None]
     if not timed:
         return '<p class="empty">No job was submitted: nothing to draw.</p>'
     ends = [t for j in timed for t in (j.submitted, j.noticed, j.downloaded) if t is not None]
     t0 = min([*ends, *([start] if start is not None else [])])
-    span = max(max(ends) - t0, 1e-3)
+    if stop is None or all(j.noticed is not None for j in timed):
+        stop = max(ends)
+    stop = max(stop, *ends)  # unfinished jobs are drawn to the run's end
+    span = max(stop - t0, 1e-3)
     label_w, plot_w = 170, 820
     row_h = 14 if len(jobs) <= 60 else max(3, 840 // len(jobs))
 
@@ -243,7 +245,7 @@ def _timeline(jobs: list[_Job], start: float | None) -> str:
         tip = [f"{job.id}: {job.outcome}"]
         bars = []
         spans = [
-            ("server", job.submitted, job.server_done or job.noticed, "queued + running"),
+            ("server", job.submitted, job.server_done or job.noticed or stop, "queued + running"),
             ("noticed", job.server_done, job.noticed, "until the client noticed"),
             ("download", job.noticed, job.downloaded, "downloading"),
         ]
@@ -299,6 +301,11 @@ def _select(name: str, label: str, counts: Counter[str]) -> str:
     )
 
 
+def _folder_name(report: Mapping[str, Any]) -> str:
+    folder = str(report.get("out_dir") or "")
+    return os.path.basename(folder.rstrip("/")) or folder
+
+
 @functools.lru_cache(maxsize=1)
 def _template() -> str:
     """The page's markup, style and script (``_gallery.html``, shipped beside this module)."""
@@ -329,9 +336,7 @@ def gallery_html(
     # The folder's name only (its full path on hover): a shared page need not tell
     # where it was made, nor whose home directory it was in.
     folder = str(report.get("out_dir") or "")
-    notes = [
-        f'<span title="{_e(folder)}">{_e(os.path.basename(folder.rstrip("/")) or folder)}</span>'
-    ]
+    notes = [f'<span title="{_e(folder)}">{_e(_folder_name(report))}</span>']
     if report.get("interrupted"):
         notes.append("interrupted: rerun the same command to finish")
     started = _number(report.get("started_at"))
@@ -347,7 +352,7 @@ def gallery_html(
         state_select=_select("state", "State", states),
         model_select=_select("model", "Model", models),
         cards="".join(_card(j, quote(media_base), n < _EAGER_CLIPS) for n, j in enumerate(jobs)),
-        timeline=_timeline(jobs, started),
+        timeline=_timeline(jobs, started, _number(report.get("finished_at"))),
         version=_e(__version__),
     )
 
@@ -363,7 +368,7 @@ def render_gallery(
 
     Arguments as :func:`gallery_html`; files are linked by relative path.
     """
-    page_title = title or f"runcomfy-async batch: {report.get('out_dir') or ''}"
+    page_title = title or f"runcomfy-async batch: {_folder_name(report)}"
     body = gallery_html(report, rows, requests=requests, element_id="rcg-report")
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -390,22 +395,17 @@ def write_gallery(
         if path.is_file():
             report = json.loads(path.read_text(encoding="utf-8"))
         else:
-            report = {
-                "out_dir": str(directory),
-                "interrupted": True,
-                "jobs": [
-                    {
-                        "id": r.id,
-                        "model": r.model,
-                        "outcome": _OUTCOME_OF_STATE.get(r.state.value, "not_submitted"),
-                        "request_id": r.request_id,
-                        "files": [str(f.get("name")) for f in r.files],
-                        "error": r.error,
-                        "line": r.line,
-                    }
-                    for r in rows.values()
-                ],
-            }
+            # Model, line and request id come from the rows too (see _jobs).
+            jobs: list[dict[str, Any]] = [
+                {
+                    "id": r.id,
+                    "outcome": _OUTCOME_OF_STATE.get(r.state.value, r.state.value),
+                    "files": [str(f.get("name")) for f in r.files],
+                    "error": r.error,
+                }
+                for r in rows.values()
+            ]
+            report = {"out_dir": str(directory), "interrupted": True, "jobs": jobs}
     text = render_gallery(report, rows, requests=requests)
     target = directory / GALLERY_NAME
     part = target.with_name(f".{GALLERY_NAME}.part")

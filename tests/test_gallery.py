@@ -235,3 +235,16 @@ def test_the_page_names_the_folder_not_where_it_was_made() -> None:
     page = Page(render_gallery(report(job(0), out_dir="/home/alice/projects/clips")))
     assert "clips" in page.text and "/home/alice/projects/clips" not in page.text
     assert page.all("span", title="/home/alice/projects/clips")
+
+
+def test_a_job_still_running_when_the_run_stopped_is_drawn_to_the_runs_end() -> None:
+    running = row(0, T0 + 5, finished_at=None, downloaded_at=None, result=None)
+    text = render_gallery(report(job(0, "in_flight")), {"clip-0": running})
+    page = Page(text)
+    (bar,) = page.all("rect")
+    assert bar["class"] == "sp-server"
+    x, width = float(bar["x"] or 0), float(bar["width"] or 0)
+    assert x + width == pytest.approx(170 + 820, abs=0.2)  # the run ended at 30 s: the right edge
+    assert x == pytest.approx(170 + 5 / 30 * 820, abs=0.2)
+    assert "no times recorded" not in text
+    assert "rerun the same command to resume" in text
