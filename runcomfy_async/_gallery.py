@@ -405,7 +405,9 @@ def write_gallery(
                 }
                 for r in rows.values()
             ]
+            last = max((r.updated_at for r in rows.values()), default=None)
             report = {"out_dir": str(directory), "interrupted": True, "jobs": jobs}
+            report["finished_at"] = last  # the last the journal heard: where open jobs end
     text = render_gallery(report, rows, requests=requests)
     target = directory / GALLERY_NAME
     part = target.with_name(f".{GALLERY_NAME}.part")

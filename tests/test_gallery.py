@@ -13,6 +13,7 @@ import pytest
 
 from runcomfy_async import PollPolicy, RunComfyClient
 from runcomfy_async._gallery import GALLERY_NAME, gallery_html, render_gallery, write_gallery
+from runcomfy_async._journal import Journal, JournalState
 from runcomfy_async.batch import run_batch
 from runcomfy_async.emulator import Emulator
 
@@ -248,3 +249,32 @@ def test_a_job_still_running_when_the_run_stopped_is_drawn_to_the_runs_end() -> 
     assert x == pytest.approx(170 + 5 / 30 * 820, abs=0.2)
     assert "no times recorded" not in text
     assert "rerun the same command to resume" in text
+
+
+async def test_a_batch_killed_halfway_is_drawn_from_its_journal(tmp_path: Path) -> None:
+    async with await Journal.open(tmp_path) as journal:
+        await journal.plan(
+            (f"clip-{i}", i + 1, T2V, {"prompt": f"p{i}", "duration": 5}, "h") for i in range(4)
+        )
+        await journal.update("clip-0", state=JournalState.SUBMITTING)
+        await journal.update(
+            "clip-1", state=JournalState.SUBMITTED, request_id="req-1", submitted_at=T0
+        )
+        await journal.update(
+            "clip-2", state=JournalState.FAILED, error="boom", submitted_at=T0, finished_at=T0 + 4
+        )
+    await asyncio.to_thread(check_killed_halfway, tmp_path)
+
+
+def check_killed_halfway(out: Path) -> None:
+    page = Page(write_gallery(out).read_text(encoding="utf-8"))
+    states = {c["data-id"]: c["data-state"] for c in page.all("article")}
+    assert states == {
+        "clip-0": "outcome_unknown",
+        "clip-1": "in_flight",
+        "clip-2": "failed",
+        "clip-3": "not_submitted",
+    }
+    text = " ".join(page.text)
+    assert "--adopt ID=REQUEST_ID" in text and "rerun the same command to submit" in text
+    assert [g["data-id"] for g in page.all("g")] == [f"clip-{i}" for i in range(4)]
