@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 
 from runcomfy_async import PollPolicy, RetryPolicy, RunComfyClient
-from runcomfy_async._journal import Journal, JournalError, JournalState
 from runcomfy_async.batch import (
     BatchRunner,
     CostLimitError,
+    Journal,
+    JournalError,
+    JournalState,
     Manifest,
     ManifestError,
     estimate_batch,
@@ -327,8 +329,16 @@ async def test_jobs_in_flight_never_exceed_the_concurrency(
     make_emulator: MakeEmulator, tmp_path: Path
 ) -> None:
     emu = await make_emulator(time_scale=FAST, workers=64)
-    async with client_for(emu) as client:
-        report = await run_batch(jobs(40), tmp_path, client=client, concurrency=5, progress=False)
+    # The runner makes its client with max_in_flight = concurrency: the one limit.
+    client_options = {
+        "token": emu.token,
+        "base_url": emu.base_url,
+        "poll": PollPolicy(time_scale=emu.time_scale),
+        "requests_per_second": None,
+    }
+    report = await run_batch(
+        jobs(40), tmp_path, concurrency=5, progress=False, client_options=client_options
+    )
     assert report.ok
     moments = sorted(
         [(j.created, 1) for j in emu.jobs.values()]
@@ -345,7 +355,7 @@ async def test_stop_cancels_queued_jobs_and_a_rerun_finishes_the_rest(
     make_emulator: MakeEmulator, tmp_path: Path
 ) -> None:
     emu = await make_emulator(time_scale=0.005, workers=2)
-    async with client_for(emu) as client:
+    async with client_for(emu, max_in_flight=8) as client:  # the client's limit is the limit
         runner = BatchRunner(
             jobs(12), tmp_path, client=client, concurrency=8, progress=False,
             cancel_on_interrupt=True,
