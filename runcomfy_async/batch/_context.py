@@ -14,12 +14,11 @@ from .._job import Job
 from ..inputs import PriceTable
 from ..progress import ProgressBar
 from ._journal import Journal
-from ._lifecycle import PROGRESS_LABELS
+from ._lifecycle import PROGRESS_LABELS, JobOutcome
 from ._manifest import ManifestEntry
 from ._options import BatchOptions
 from ._plan import entry_cost
 from ._records import Records
-from ._report import JobOutcome
 
 __all__ = ["Download", "RunContext"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Literal
 
 import attrs
 
@@ -29,20 +30,48 @@ from .._errors import (
     TransportError,
 )
 from .._models import JobState
-from ._report import JobOutcome
 from ._rows import JournalState
 
 __all__ = [
     "DOWNLOAD_FAILED",
+    "OUTCOMES",
     "PROGRESS_LABELS",
     "REPORT_OUTCOME",
     "Fate",
+    "JobOutcome",
     "error_text",
     "submit_fate",
     "wait_fate",
 ]
 
 _S = JournalState
+
+JobOutcome = Literal[
+    "succeeded",
+    "failed",
+    "cancelled",
+    "outcome_unknown",
+    "download_failed",
+    "in_flight",
+    "not_submitted",
+]
+
+#: Every outcome, in the order the summary lists them. ``succeeded``: files on
+#: disk. ``failed`` / ``cancelled``: the server says so (or the server refused
+#: the input). ``outcome_unknown``: a submit may have created a paid job we
+#: cannot name; never resubmitted without ``resubmit_unknown``.
+#: ``download_failed``: generated, not saved (a rerun retries the download).
+#: ``in_flight``: still running when the run stopped (a rerun resumes it).
+#: ``not_submitted``: never sent (a rerun submits it).
+OUTCOMES: tuple[JobOutcome, ...] = (
+    "succeeded",
+    "failed",
+    "cancelled",
+    "outcome_unknown",
+    "download_failed",
+    "in_flight",
+    "not_submitted",
+)
 
 
 @attrs.frozen

@@ -16,8 +16,8 @@ import attrs
 
 from .._errors import CostLimitError, InputValidationError, ManifestError, ManifestProblem
 from ..inputs import PriceTable, estimate_cost
+from ._lifecycle import JobOutcome
 from ._manifest import Manifest, ManifestEntry
-from ._report import JobOutcome
 from ._rows import JournalRow, JournalState
 
 __all__ = [
@@ -281,13 +281,14 @@ def check_cost_limit(
     *,
     prices: PriceTable | None = None,
     label: str = "the limit of",
-) -> CostEstimate:
+) -> CostEstimate | None:
     """Estimate ``to_submit``; raise :class:`CostLimitError` when it is above ``limit`` (USD)
     or cannot be priced. The one home of the ``max_cost`` rule; ``label`` names the limit
-    in the message (the CLI says ``--max-cost``)."""
-    estimate = estimate_batch(to_submit, prices=prices)
+    in the message (the CLI says ``--max-cost``). Without a limit, nothing is estimated
+    (None)."""
     if limit is None:
-        return estimate
+        return None
+    estimate = estimate_batch(to_submit, prices=prices)
     if estimate.unpriced:
         raise CostLimitError(
             f"cannot enforce max cost ${limit:.2f}: no price is known for "

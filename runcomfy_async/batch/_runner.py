@@ -29,7 +29,7 @@ from ._context import Download, RunContext
 from ._download import Downloader, cleanup_partials, write_file_atomic
 from ._fetch import download_worker
 from ._journal import Journal
-from ._lifecycle import REPORT_OUTCOME, error_text
+from ._lifecycle import error_text
 from ._manifest import ManifestEntry
 from ._options import BatchOptions
 from ._plan import (
@@ -44,7 +44,7 @@ from ._plan import (
     make_plan,
 )
 from ._records import Records
-from ._report import BatchReport, JobOutcome, JobReport
+from ._report import BatchReport, job_report
 from ._rows import JournalRow, JournalState
 from ._submit import SubmitStage
 from ._wait import wait_job
@@ -403,9 +403,18 @@ class BatchRunner:
 
     async def _report(self, journal: Journal, started: float) -> BatchReport:
         rows = await journal.rows()
+        fatal = self.fatal_error
         report = BatchReport(
             out_dir=str(self.out_dir),
-            jobs=tuple(self._job_report(e, rows.get(e.id)) for e in self.manifest),
+            jobs=tuple(
+                job_report(
+                    entry,
+                    rows.get(entry.id),
+                    estimated_cost=entry_cost(entry, self.options.prices),
+                    fatal_error=error_text(fatal) if fatal is not None else None,
+                )
+                for entry in self.manifest
+            ),
             started_at=started,
             finished_at=time.time(),
             interrupted=self._interrupted,
@@ -417,31 +426,6 @@ class BatchRunner:
         data = report.to_json().encode("utf-8")
         await anyio.to_thread.run_sync(write_file_atomic, self.out_dir, REPORT_NAME, data)
         return report
-
-    def _job_report(self, entry: ManifestEntry, row: JournalRow | None) -> JobReport:
-        estimated = entry_cost(entry, self.options.prices)
-        if row is None:
-            return JobReport(
-                entry.id, entry.model, "not_submitted", estimated_cost=estimated, line=entry.line
-            )
-        outcome: JobOutcome = REPORT_OUTCOME[row.state]
-        error = row.error
-        if row.state is JournalState.FINISHED:
-            error = error or "not downloaded yet (the run stopped first)"
-        elif row.state is JournalState.PLANNED and self.fatal_error is not None and error is None:
-            error = error_text(self.fatal_error)
-        cost = (row.result or {}).get("cost")
-        return JobReport(
-            id=entry.id,
-            model=entry.model,
-            outcome=outcome,
-            request_id=row.request_id,
-            files=tuple(str(f.get("name")) for f in row.files),
-            error=error,
-            cost=cost if isinstance(cost, (int, float)) else None,
-            estimated_cost=estimated,
-            line=entry.line,
-        )
 
 
 async def _first_of(*events: anyio.Event) -> None:

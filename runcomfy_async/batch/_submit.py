@@ -14,6 +14,7 @@ import logging
 import time
 
 import anyio
+import anyio.abc
 
 from .._client import RunComfyClient
 from .._errors import SubmitOutcomeUnknown
@@ -27,7 +28,8 @@ __all__ = ["SubmitStage"]
 logger = logging.getLogger("runcomfy_async")
 
 _WORKERS = 8  # submits under way at once (each may wait for a slot, a token, a commit)
-_CLAIM = 32  # planned jobs claimed from the journal at a time
+_CLAIM = 128  # planned jobs claimed from the journal at a time
+_LOW = 2 * _WORKERS  # claim the next ones when fewer are ready (a claim waits for a commit)
 
 
 class _Stopped(Exception):
@@ -56,12 +58,14 @@ class SubmitStage:
         self._exhausted = False
         self._claiming = anyio.Lock()
         self._live: set[_Attempt] = set()
+        self._tg: anyio.abc.TaskGroup | None = None
 
     async def run(self) -> None:
         """Submit until every planned job went, or :meth:`halt`; then settle what did not go."""
         try:
             workers = min(_WORKERS, max(1, len(self.ctx.unsent)))
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 for _ in range(workers):
                     tg.start_soon(self._worker)
         finally:
@@ -91,15 +95,23 @@ class SubmitStage:
         while not self._ready:
             if self._exhausted or self.halted:
                 return None
-            async with self._claiming:
-                if self._ready or self._exhausted:
-                    continue
-                ids = await self.ctx.journal.claim(_CLAIM)
-                if not ids:
-                    self._exhausted = True
-                # Planned rows of jobs not in this manifest are left alone.
-                self._ready.extend(self.ctx.entries[i] for i in ids if i in self.ctx.unsent)
-        return self._ready.popleft()
+            await self._claim()
+        entry = self._ready.popleft()
+        if len(self._ready) < _LOW and not self._exhausted and not self._claiming.locked():
+            # Claim the next ones while these go: no worker waits for that commit.
+            assert self._tg is not None
+            self._tg.start_soon(self._claim)
+        return entry
+
+    async def _claim(self) -> None:
+        async with self._claiming:
+            if len(self._ready) >= _LOW or self._exhausted or self.halted:
+                return
+            ids = await self.ctx.journal.claim(_CLAIM)
+            if not ids:
+                self._exhausted = True
+            # Planned rows of jobs not in this manifest are left alone.
+            self._ready.extend(self.ctx.entries[i] for i in ids if i in self.ctx.unsent)
 
     async def _submit(self, entry: ManifestEntry) -> None:
         ctx = self.ctx
