@@ -165,8 +165,10 @@ class BatchRunner:
 
         :meth:`run` checks the same again under the journal's lock; this lets a
         caller refuse before it asks for a token. ``label`` names the limit in
-        the message.
+        the message. Without ``max_cost`` nothing is read.
         """
+        if self.options.max_cost is None:
+            return
         rows = await anyio.to_thread.run_sync(Journal.read, self.out_dir)
         plan = self._plan(rows or {})
         check_cost_limit(
