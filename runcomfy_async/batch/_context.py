@@ -11,7 +11,6 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._job import Job
-from ..inputs import PriceTable
 from ..progress import ProgressBar
 from ._journal import Journal
 from ._lifecycle import PROGRESS_LABELS, JobOutcome
@@ -65,11 +64,6 @@ class RunContext:
         self.download_queue: MemoryObjectReceiveStream[Download]
         #: Starts waiting for a submitted or resumed job (set by the runner).
         self.start_wait: Callable[[ManifestEntry, Job], None] = _no_waiter
-
-    @property
-    def prices(self) -> PriceTable | None:
-        """The price table for estimates."""
-        return self.options.prices
 
     def estimated(self, entry: ManifestEntry) -> float | None:
         """The estimated USD of one job (None when unpriced)."""
