@@ -25,6 +25,7 @@ Every error the library raises on purpose derives from :class:`RunComfyError`::
     ├── ManifestError                  bad manifest lines, each with its number (also ValueError)
     ├── CostLimitError                 the run's estimate is above --max-cost (also ValueError)
     ├── JournalError                   the batch journal is unusable (locked, corrupt, changed)
+    │   └── IllegalTransitionError     a job's journal state cannot move that way (a bug)
     └── DownloadError                  an output could not be downloaded
 
 Messages never contain the API token: the token is never passed to any of
@@ -43,6 +44,9 @@ __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "ClientStateError",
+    "CostLimitError",
+    "DownloadError",
+    "IllegalTransitionError",
     "InputValidationError",
     "InsufficientBalanceError",
     "InvalidRequestError",
@@ -50,7 +54,10 @@ __all__ = [
     "JobError",
     "JobFailedError",
     "JobTimeoutError",
+    "JournalError",
     "MalformedResponseError",
+    "ManifestError",
+    "ManifestProblem",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -288,3 +295,80 @@ class InputValidationError(RunComfyError, ValueError):
 
 class ClientStateError(RunComfyError, RuntimeError):
     """The client was used in a state that does not allow it (closed, or reopened)."""
+
+
+# -- the bulk runner (runcomfy_async.batch) ----------------------------------------------
+
+
+@attrs.frozen
+class ManifestProblem:
+    """One thing wrong with one line: where (``line``, 1-based; ``id`` where known), and what."""
+
+    line: int
+    message: str
+    id: str | None = None
+    kind: str = "line"
+
+    def __str__(self) -> str:
+        who = f" ({self.id})" if self.id else ""
+        where = f"{self.kind} {self.line}" if self.line else self.kind
+        return f"{where}{who}: {self.message}"
+
+
+class ManifestError(RunComfyError, ValueError):
+    """A manifest (or a list of jobs) has problems; ``problems`` lists every one.
+
+    Raised before anything is submitted. ``source`` names the manifest file,
+    when there is one.
+    """
+
+    def __init__(self, problems: Sequence[ManifestProblem], *, source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        lines = {p.line for p in self.problems}
+        head = f"{source}: " if source else ""
+        n = len(lines)
+        text = [f"{head}{n} bad line{'s' if n != 1 else ''}, nothing was submitted:"]
+        text += [f"  {p}" for p in self.problems]
+        super().__init__("\n".join(text))
+
+
+class CostLimitError(RunComfyError, ValueError):
+    """The run's estimated cost is above the limit set (nothing was submitted).
+
+    ``estimate`` is the :class:`~runcomfy_async.batch.CostEstimate` of what the
+    run would submit, ``limit`` the ceiling in USD.
+    """
+
+    def __init__(self, message: str, *, estimate: Any, limit: float) -> None:
+        self.estimate = estimate
+        self.limit = limit
+        super().__init__(message)
+
+
+class JournalError(RunComfyError):
+    """The journal cannot be used: locked by another run, unreadable, or from a newer version."""
+
+
+class IllegalTransitionError(JournalError):
+    """A job's journal state was asked to move along an edge the state diagram does not have.
+
+    Always a bug of the runner (or of a journal engine): the write is refused,
+    so the journal never records a history that could make a rerun pay twice.
+    """
+
+    def __init__(self, job_id: str, current: str | None, target: str) -> None:
+        self.job_id = job_id
+        self.current = current
+        self.target = target
+        super().__init__(f"job {job_id!r}: the journal refuses {current} -> {target}")
+
+
+class DownloadError(RunComfyError):
+    """An output could not be saved. ``url`` is what was fetched (never a token), ``status``
+    the last HTTP status where there was one."""
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        super().__init__(message)

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 
 from runcomfy_async import PollPolicy, RetryPolicy, RunComfyClient
-from runcomfy_async._journal import Journal, JournalError, JournalState
 from runcomfy_async.batch import (
     BatchRunner,
     CostLimitError,
+    Journal,
+    JournalError,
+    JournalState,
     Manifest,
     ManifestError,
     estimate_batch,
@@ -327,8 +329,16 @@ async def test_jobs_in_flight_never_exceed_the_concurrency(
     make_emulator: MakeEmulator, tmp_path: Path
 ) -> None:
     emu = await make_emulator(time_scale=FAST, workers=64)
-    async with client_for(emu) as client:
-        report = await run_batch(jobs(40), tmp_path, client=client, concurrency=5, progress=False)
+    # The runner makes its client with max_in_flight = concurrency: the one limit.
+    client_options = {
+        "token": emu.token,
+        "base_url": emu.base_url,
+        "poll": PollPolicy(time_scale=emu.time_scale),
+        "requests_per_second": None,
+    }
+    report = await run_batch(
+        jobs(40), tmp_path, concurrency=5, progress=False, client_options=client_options
+    )
     assert report.ok
     moments = sorted(
         [(j.created, 1) for j in emu.jobs.values()]
@@ -345,7 +355,7 @@ async def test_stop_cancels_queued_jobs_and_a_rerun_finishes_the_rest(
     make_emulator: MakeEmulator, tmp_path: Path
 ) -> None:
     emu = await make_emulator(time_scale=0.005, workers=2)
-    async with client_for(emu) as client:
+    async with client_for(emu, max_in_flight=8) as client:  # the client's limit is the limit
         runner = BatchRunner(
             jobs(12), tmp_path, client=client, concurrency=8, progress=False,
             cancel_on_interrupt=True,
@@ -488,3 +498,146 @@ async def test_hostile_output_urls_only_ever_write_inside_the_directory(tmp_path
         "clip.json",
         "report.json",
     ]
+
+
+# -- the crash window: 'submitting' only once the POST may leave -------------------------
+
+
+class GatedTransport:
+    """The emulator over HTTP, with submits whose prompt matches ``hold`` held at a gate.
+
+    The client's ``before_send`` hook has run when a request reaches ``send``:
+    holding it here is a process frozen with the POST about to leave.
+    """
+
+    def __init__(self, emu: Emulator, hold: str = "") -> None:
+        from runcomfy_async._transport import AiohttpTransport
+
+        self.inner = AiohttpTransport(emu.base_url, emu.token)
+        self.hold = hold
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+        self.submits: Counter[str] = Counter()
+
+    async def send(self, request: Any) -> Any:
+        if request.method == "POST" and request.path.startswith("/v1/models/"):
+            prompt = str(request.json["prompt"])
+            if self.hold and self.hold in prompt:
+                self.held.set()
+                await self.release.wait()
+            self.submits[prompt] += 1
+        return await self.inner.send(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def snapshot(out: Path, dest: Path) -> Path:
+    """Copy the journal as a SIGKILL at this instant would leave it on disk.
+
+    Every commit is in the database or its WAL file (written before the
+    commit returns), so copying both is the state a new process would find.
+    """
+    import shutil
+
+    dest.mkdir()
+    for name in os.listdir(out):
+        if name.startswith(".runcomfy-journal"):
+            shutil.copy2(out / name, dest / name)
+    return dest
+
+
+async def journal_states(runner: BatchRunner) -> dict[str, JournalState]:
+    """What the running batch's journal has committed (read through its own connection)."""
+    ctx = runner._ctx
+    assert ctx is not None
+    rows = await ctx.journal.engine.rows()
+    return {job_id: row.state for job_id, row in rows.items()}
+
+
+async def test_a_row_left_submitting_by_a_crash_is_unknown_and_not_resubmitted(
+    make_emulator: MakeEmulator, tmp_path: Path
+) -> None:
+    emu = await make_emulator(time_scale=FAST, workers=8)
+    manifest = jobs(3)
+    gate = GatedTransport(emu, hold="clip 1:")
+    async with RunComfyClient(
+        transport=gate, poll=PollPolicy(time_scale=FAST), requests_per_second=None
+    ) as client:
+        runner = BatchRunner(manifest, tmp_path / "run", client=client, progress=False)
+        task = asyncio.ensure_future(runner.run())
+        await asyncio.wait_for(gate.held.wait(), 10)
+        for _ in range(1000):  # the other two were answered: wait for their (deferred) rows
+            states = await journal_states(runner)
+            if states["clip-0000"] is states["clip-0002"] is JournalState.SUBMITTED:
+                break
+            await asyncio.sleep(0.01)
+        # The POST of clip-0001 is about to leave: its row is durably 'submitting'.
+        assert states["clip-0001"] is JournalState.SUBMITTING
+        crashed = snapshot(tmp_path / "run", tmp_path / "crashed")
+        gate.release.set()  # it leaves: the server creates (and charges) the job
+        assert (await task).ok
+    assert emu.counters.jobs_created == 3
+
+    # The rerun finds what the crash left: clip-0001 may exist, so it is never resubmitted.
+    async with client_for(emu) as client:
+        report = await run_batch(manifest, crashed, client=client, progress=False)
+    assert report["clip-0001"].outcome == "outcome_unknown"
+    assert report.counts == {"succeeded": 2, "outcome_unknown": 1}
+    assert report.submitted == 0 and report.resumed == 2  # the others: by request id
+    assert emu.counters.jobs_created == 3
+    assert sorted(created_per_prompt(emu).values()) == [1, 1, 1]
+
+
+async def test_a_job_that_crashed_waiting_for_a_slot_is_submitted_once_on_rerun(
+    make_emulator: MakeEmulator, tmp_path: Path
+) -> None:
+    emu = await make_emulator(time_scale=0.05, workers=1)  # a generation takes seconds
+    manifest = jobs(3)
+    gate = GatedTransport(emu)
+    async with RunComfyClient(
+        transport=gate,
+        poll=PollPolicy(time_scale=emu.time_scale),
+        requests_per_second=None,
+        max_in_flight=1,  # one job in flight: the others wait for its slot
+    ) as client:
+        runner = BatchRunner(manifest, tmp_path / "run", client=client, progress=False)
+        task = asyncio.ensure_future(runner.run())
+        await until(lambda: emu.counters.jobs_created == 1)
+        await until(lambda: runner._ctx is not None and runner._ctx.submitting == 0)
+        states = await journal_states(runner)
+        # Waiting for a slot is not submitting: nothing was sent, the rows say so.
+        assert states == {
+            "clip-0000": JournalState.SUBMITTED,
+            "clip-0001": JournalState.PLANNED,
+            "clip-0002": JournalState.PLANNED,
+        }
+        crashed = snapshot(tmp_path / "run", tmp_path / "crashed")
+        runner.stop()
+        await task
+    assert emu.counters.jobs_created == 1
+
+    emu.time_scale = FAST
+    async with client_for(emu) as client:
+        report = await run_batch(manifest, crashed, client=client, progress=False)
+    assert report.ok and report.submitted == 2 and report.resumed == 1
+    # Exactly once each: the crashed run's job was resumed, the waiting ones sent once.
+    assert emu.counters.jobs_created == 3
+    assert sorted(created_per_prompt(emu).values()) == [1, 1, 1]
+
+
+async def test_stopping_while_jobs_wait_for_a_slot_sends_nothing_more(
+    make_emulator: MakeEmulator, tmp_path: Path
+) -> None:
+    emu = await make_emulator(time_scale=0.05, workers=1)
+    async with client_for(emu, max_in_flight=1) as client:
+        runner = BatchRunner(jobs(4), tmp_path, client=client, progress=False)
+        task = asyncio.ensure_future(runner.run())
+        await until(lambda: emu.counters.jobs_created == 1)
+        runner.stop()
+        report = await task
+    assert emu.counters.jobs_created == 1
+    assert report.counts == {"in_flight": 1, "not_submitted": 3}
+    rows = Journal.read(tmp_path)
+    assert rows is not None
+    assert [r.state for r in rows.values()].count(JournalState.PLANNED) == 3

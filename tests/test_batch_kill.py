@@ -102,6 +102,7 @@ async def test_killed_runs_resume_and_every_job_is_done_exactly_once(
     assert killed >= 2  # the runs really were killed (later ones may have little left)
 
     code, err = await run_cli(args, env)
+    assert (out / "report.json").exists(), err
     report = json.loads((out / "report.json").read_text())
     unknown = [j["id"] for j in report["jobs"] if j["outcome"] == "outcome_unknown"]
     if unknown:

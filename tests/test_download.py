@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from runcomfy_async import RetryPolicy
-from runcomfy_async._download import (
+from runcomfy_async.batch._download import (
     Downloader,
     DownloadError,
     cleanup_partials,

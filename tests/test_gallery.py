@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from runcomfy_async import PollPolicy, RunComfyClient
-from runcomfy_async._gallery import GALLERY_NAME, gallery_html, render_gallery, write_gallery
-from runcomfy_async._journal import Journal, JournalState
-from runcomfy_async.batch import run_batch
+from runcomfy_async.batch import Journal, JournalState, run_batch
+from runcomfy_async.batch._gallery import GALLERY_NAME, gallery_html, render_gallery, write_gallery
 from runcomfy_async.emulator import Emulator
 
 T2V = "kling/kling-3.0/pro/text-to-video"
@@ -256,13 +255,11 @@ async def test_a_batch_killed_halfway_is_drawn_from_its_journal(tmp_path: Path) 
         await journal.plan(
             (f"clip-{i}", i + 1, T2V, {"prompt": f"p{i}", "duration": 5}, "h") for i in range(4)
         )
-        await journal.update("clip-0", state=JournalState.SUBMITTING)
-        await journal.update(
-            "clip-1", state=JournalState.SUBMITTED, request_id="req-1", submitted_at=T0
-        )
-        await journal.update(
-            "clip-2", state=JournalState.FAILED, error="boom", submitted_at=T0, finished_at=T0 + 4
-        )
+        for job_id in ("clip-0", "clip-1", "clip-2"):
+            await journal.mark_submitting(job_id, attempts=1)
+        journal.mark_submitted("clip-1", "req-1", T0)
+        journal.mark_submitted("clip-2", "req-2", T0)
+        journal.mark_ended("clip-2", JournalState.FAILED, "boom", T0 + 4)
     await asyncio.to_thread(check_killed_halfway, tmp_path)
 
 

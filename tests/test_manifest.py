@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runcomfy_async import KlingTextToVideo
-from runcomfy_async._manifest import (
+from runcomfy_async.batch._manifest import (
     Manifest,
     ManifestEntry,
     ManifestError,

@@ -26,8 +26,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from runcomfy_async import PollPolicy, RunComfyClient
-from runcomfy_async._gallery import render_gallery, write_gallery
 from runcomfy_async.batch import run_batch
+from runcomfy_async.batch._gallery import render_gallery, write_gallery
 from runcomfy_async.emulator import Emulator, Faults, make_mp4
 
 CHROMIUM = "/usr/bin/chromium"

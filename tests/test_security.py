@@ -54,7 +54,7 @@ from runcomfy_async import (
     SubmitOutcomeUnknown,
     TransportError,
 )
-from runcomfy_async._download import Downloader
+from runcomfy_async.batch._download import Downloader
 from runcomfy_async.emulator import KLING_PRO_T2V, Emulator, Faults
 
 TOKEN = "rc_live_S3CRET-7f3a9c21e4b84d0c"

@@ -33,7 +33,7 @@ import attrs
 
 from ._journal import Journal
 from ._report import _HINTS
-from ._version import __version__
+from .._version import __version__
 
 __all__ = ["GALLERY_NAME", "gallery_html", "render_gallery", "write_gallery"]
 

@@ -6,38 +6,16 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from html import escape
-from typing import Any, Literal
+from typing import Any
 
 import attrs
+import cattrs
 
-__all__ = ["OUTCOMES", "BatchReport", "JobOutcome", "JobReport"]
+from ._lifecycle import OUTCOMES, REPORT_OUTCOME, JobOutcome
+from ._manifest import ManifestEntry
+from ._rows import JournalRow, JournalState
 
-JobOutcome = Literal[
-    "succeeded",
-    "failed",
-    "cancelled",
-    "outcome_unknown",
-    "download_failed",
-    "in_flight",
-    "not_submitted",
-]
-
-#: Every outcome, in the order the summary lists them. ``succeeded``: files on
-#: disk. ``failed`` / ``cancelled``: the server says so (or the server refused
-#: the input). ``outcome_unknown``: a submit may have created a paid job we
-#: cannot name; never resubmitted without ``resubmit_unknown``.
-#: ``download_failed``: generated, not saved (a rerun retries the download).
-#: ``in_flight``: still running when the run stopped (a rerun resumes it).
-#: ``not_submitted``: never sent (a rerun submits it).
-OUTCOMES: tuple[JobOutcome, ...] = (
-    "succeeded",
-    "failed",
-    "cancelled",
-    "outcome_unknown",
-    "download_failed",
-    "in_flight",
-    "not_submitted",
-)
+__all__ = ["OUTCOMES", "BatchReport", "JobOutcome", "JobReport", "job_report"]
 
 _HINTS: Mapping[str, str] = {
     "outcome_unknown": (
@@ -73,17 +51,22 @@ class JobReport:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (as written to ``report.json``)."""
-        return {
-            "id": self.id,
-            "model": self.model,
-            "outcome": self.outcome,
-            "request_id": self.request_id,
-            "files": list(self.files),
-            "error": self.error,
-            "cost": self.cost,
-            "estimated_cost": self.estimated_cost,
-            "line": self.line,
-        }
+        data: dict[str, Any] = report_converter.unstructure(self)
+        return data
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter()
+    # JSON has lists, not tuples: report.json and as_dict() say the same thing.
+    conv.register_unstructure_hook_func(
+        lambda t: getattr(t, "__origin__", None) is tuple,
+        lambda v: [conv.unstructure(x) for x in v],
+    )
+    return conv
+
+
+report_converter = _make_converter()
+"""The one converter from report objects to ``report.json``'s JSON."""
 
 
 @attrs.frozen
@@ -165,7 +148,7 @@ class BatchReport:
             "downloaded": self.downloaded,
             "cost": self.cost,
             "estimated_cost": self.estimated_cost,
-            "jobs": [j.as_dict() for j in self.jobs],
+            "jobs": report_converter.unstructure(self.jobs, tuple[JobReport, ...]),
         }
 
     def to_json(self) -> str:
@@ -232,3 +215,37 @@ class BatchReport:
             f"<div><b>Batch of {len(self.jobs)} jobs</b> in <code>{escape(self.out_dir)}</code> "
             f"({self.elapsed:.1f} s): {escape(counts)}</div>{table}"
         )
+
+
+def job_report(
+    entry: ManifestEntry,
+    row: JournalRow | None,
+    *,
+    estimated_cost: float | None,
+    fatal_error: str | None = None,
+) -> JobReport:
+    """One job's line of the report, from what the journal last recorded for it.
+
+    ``fatal_error``: why the run stopped submitting, given to the jobs it left planned.
+    """
+    if row is None:
+        return JobReport(
+            entry.id, entry.model, "not_submitted", estimated_cost=estimated_cost, line=entry.line
+        )
+    error = row.error
+    if row.state is JournalState.FINISHED:
+        error = error or "not downloaded yet (the run stopped first)"
+    elif row.state is JournalState.PLANNED and error is None:
+        error = fatal_error
+    cost = (row.result or {}).get("cost")
+    return JobReport(
+        id=entry.id,
+        model=entry.model,
+        outcome=REPORT_OUTCOME[row.state],
+        request_id=row.request_id,
+        files=tuple(str(f.get("name")) for f in row.files),
+        error=error,
+        cost=cost if isinstance(cost, (int, float)) else None,
+        estimated_cost=estimated_cost,
+        line=entry.line,
+    )

@@ -25,15 +25,15 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from ._errors import RunComfyError
-from .inputs import ModelInput, validate_payload
-from .inputs._validate import model_id_problems
+from .._errors import ManifestError, ManifestProblem
+from ..inputs import ModelInput, validate_payload
+from ..inputs._validate import model_id_problems
 
 __all__ = [
     "Manifest",
@@ -65,39 +65,6 @@ _BOOL_FIELDS = frozenset({"generate_audio", "sound"})
 _JSON_FIELDS = frozenset({"multi_prompt", "elements"})
 _TRUE = frozenset({"true", "yes", "y", "1", "on"})
 _FALSE = frozenset({"false", "no", "n", "0", "off"})
-
-
-class ManifestError(RunComfyError, ValueError):
-    """A manifest (or a list of jobs) has problems; ``problems`` lists every one.
-
-    Raised before anything is submitted. ``source`` names the manifest file,
-    when there is one.
-    """
-
-    def __init__(self, problems: Sequence[ManifestProblem], *, source: str | None = None) -> None:
-        self.problems = list(problems)
-        self.source = source
-        lines = {p.line for p in self.problems}
-        head = f"{source}: " if source else ""
-        n = len(lines)
-        text = [f"{head}{n} bad line{'s' if n != 1 else ''}, nothing was submitted:"]
-        text += [f"  {p}" for p in self.problems]
-        super().__init__("\n".join(text))
-
-
-@attrs.frozen
-class ManifestProblem:
-    """One thing wrong with one line: where (``line``, 1-based; ``id`` where known), and what."""
-
-    line: int
-    message: str
-    id: str | None = None
-    kind: str = "line"
-
-    def __str__(self) -> str:
-        who = f" ({self.id})" if self.id else ""
-        where = f"{self.kind} {self.line}" if self.line else self.kind
-        return f"{where}{who}: {self.message}"
 
 
 @attrs.frozen

@@ -1,49 +1,43 @@
-"""The batch journal: a durable record of every job of a batch, in SQLite.
+"""The SQLite journal engine: one file in the output directory, durable, off the loop.
 
-It lives in the output directory (``DIR/.runcomfy-journal.sqlite3``) and says,
-for each job id, how far the job got::
-
-    planned ─▶ submitting ─▶ submitted ─▶ finished ─▶ downloaded
-                   │              │
-                   ▼              ▼
-                unknown        failed / cancelled
-
-``submitting`` is committed *before* the paid POST is sent and the request id
-right after the answer, so a crash anywhere leaves either a request id to
-resume (``client.track``) or a ``submitting`` row that is honestly an unknown
-outcome, never a job we could submit twice by accident.
+It lives in ``DIR/.runcomfy-journal.sqlite3`` and implements
+:class:`~runcomfy_async.batch._engine.JournalEngine`; the state diagram and
+what each state promises are ``_journal.py``'s.
 
 Durability: WAL with ``synchronous=FULL`` (each commit is fsynced before the
-caller goes on). The connection lives in one dedicated thread and every call
-is handed to it, so the event loop never waits on the disk. Calls that arrive
-while a commit is in progress are grouped into the next transaction (group
-commit): each caller still resumes only once its own write is durable, but a
-hundred jobs finishing together cost one fsync, not a hundred.
+caller goes on). Calls run one at a time in a worker thread
+(``anyio.to_thread`` with a limiter of one), so the event loop never waits on
+the disk. Calls that arrive while a commit is in progress are grouped into
+the next transaction (group commit): each caller still resumes only once its
+own write is durable, but a hundred jobs finishing together cost one fsync,
+not a hundred.
 
 The connection holds SQLite's lock for its whole life (``locking_mode=
 EXCLUSIVE``), so two runs cannot share one output directory; the operating
-system drops the lock when a process dies, even by SIGKILL.
+system drops the lock when a process dies, even by SIGKILL. That also makes
+:meth:`SQLiteEngine.claim` a cursor over the ``planned`` rows: no other
+runner can claim them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
-import json
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import attrs
 
-from ._errors import RunComfyError
+from .._errors import IllegalTransitionError, JournalError
+from ._rows import COLUMNS, UPDATABLE, JournalRow, JournalState, decode_row, encode_column
 
-__all__ = ["JOURNAL_NAME", "Journal", "JournalError", "JournalRow", "JournalState"]
+__all__ = ["JOURNAL_NAME", "SQLiteEngine"]
 
 JOURNAL_NAME = ".runcomfy-journal.sqlite3"
 """The journal's file name inside the output directory."""
@@ -95,6 +89,7 @@ class _Pending:
     fields: dict[str, Any] | None = None
     at: float = 0.0
     fsync: bool = True
+    expect: frozenset[JournalState] | None = None
 
 
 def _journal_error(exc: Exception) -> Exception:
@@ -103,74 +98,13 @@ def _journal_error(exc: Exception) -> Exception:
     return exc
 
 
-class JournalError(RunComfyError):
-    """The journal cannot be used: locked by another run, unreadable, or from a newer version."""
-
-
-class JournalState(str, enum.Enum):
-    """How far one job of a batch got (see the module docstring for the transitions)."""
-
-    PLANNED = "planned"
-    SUBMITTING = "submitting"
-    SUBMITTED = "submitted"
-    FINISHED = "finished"
-    DOWNLOADED = "downloaded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    UNKNOWN = "unknown"
-
-
-@attrs.frozen
-class JournalRow:
-    """One job as the journal last recorded it. Times are Unix timestamps."""
-
-    id: str
-    line: int
-    model: str
-    input: Mapping[str, Any] = attrs.field(repr=False)
-    entry_hash: str = attrs.field(repr=False)
-    state: JournalState = JournalState.PLANNED
-    request_id: str | None = None
-    attempts: int = 0
-    error: str | None = None
-    result: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
-    files: Sequence[Mapping[str, Any]] = attrs.field(factory=tuple, repr=False)
-    submitted_at: float | None = attrs.field(default=None, repr=False)
-    finished_at: float | None = attrs.field(default=None, repr=False)
-    downloaded_at: float | None = attrs.field(default=None, repr=False)
-    updated_at: float = attrs.field(default=0.0, repr=False)
-
-
-_COLUMNS = tuple(f.name for f in attrs.fields(JournalRow))
-_JSON_COLUMNS = frozenset({"input", "result", "files"})
-_UPDATABLE = frozenset(_COLUMNS) - {"id", "updated_at"}
-
-
-def _row(values: Sequence[Any]) -> JournalRow:
-    data = dict(zip(_COLUMNS, values, strict=True))
-    for name in _JSON_COLUMNS:
-        raw = data[name]
-        data[name] = json.loads(raw) if raw is not None else None
-    data["state"] = JournalState(data["state"])
-    data["files"] = tuple(data["files"] or ())
-    return JournalRow(**data)
-
-
-def _encode(name: str, value: Any) -> Any:
-    if name == "state":
-        return JournalState(value).value
-    if name in _JSON_COLUMNS:
-        return None if value is None else json.dumps(value, separators=(",", ":"))
-    return value
-
-
 def _is_locked(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
 
 
-class Journal:
-    """The journal of one output directory; open it with :meth:`open`, close with :meth:`aclose`.
+class SQLiteEngine:
+    """The SQLite journal of one output directory; :meth:`open` it, :meth:`aclose` it.
 
     Every coroutine returns once its write is committed and fsynced. Raises
     :class:`JournalError` when another process holds the journal.
@@ -180,7 +114,10 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runcomfy-journal")
+        # One call at a time, in a worker thread: the connection is never used
+        # by two threads at once (and never by the loop's).
+        self._limiter = anyio.CapacityLimiter(1)
+        self._claimed_up_to: tuple[int, str] = (-1, "")
         self._conn: sqlite3.Connection | None = None
         self._pending: list[_Pending] = []
         self._last_for: dict[str, _Pending] = {}  # job id -> its last call in _pending
@@ -195,12 +132,12 @@ class Journal:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<Journal {self.path} {state} calls={self.calls} commits={self.commits}>"
+        return f"<SQLiteEngine {self.path} {state} calls={self.calls} commits={self.commits}>"
 
     # -- lifecycle -------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, out_dir: str | os.PathLike[str]) -> Journal:
+    async def open(cls, out_dir: str | os.PathLike[str]) -> SQLiteEngine:
         """Open (or create) the journal in ``out_dir`` (created too) and take its lock."""
         path = Path(out_dir) / JOURNAL_NAME
         journal = cls(path)
@@ -213,7 +150,9 @@ class Journal:
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=0.5, isolation_level=None)
+        conn = sqlite3.connect(
+            self.path, timeout=0.5, isolation_level=None, check_same_thread=False
+        )
         try:
             conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -268,24 +207,13 @@ class Journal:
             if conn is not None:
                 conn.close()
 
-        try:
-            await self._call_direct(close)
-        finally:
-            # The worker is idle now: joining it returns at once.
-            self._executor.shutdown(wait=True)
-
-    async def __aenter__(self) -> Journal:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+        await self._call_direct(close)
 
     # -- the thread ------------------------------------------------------------------
 
     async def _call_direct(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` in the journal's thread, outside any batch."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._timed, fn)
+        return await anyio.to_thread.run_sync(self._timed, fn, limiter=self._limiter)
 
     def _timed(self, fn: Callable[[], _T]) -> _T:
         start = time.thread_time()
@@ -366,7 +294,6 @@ class Journal:
             self._flusher = loop.create_task(self._flush(), name="runcomfy-async journal")
 
     async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._pending:
             # Let other calls join the batch: those of this turn of the loop,
             # and, before an fsync, those of the next few milliseconds (an
@@ -376,10 +303,10 @@ class Journal:
             batch, self._pending = self._pending, []
             self._last_for.clear()
             try:
-                outcomes = await loop.run_in_executor(
-                    self._executor, self._timed, lambda b=batch: self._run_batch(b)
+                outcomes = await anyio.to_thread.run_sync(
+                    self._timed, lambda b=batch: self._run_batch(b), limiter=self._limiter
                 )
-            except BaseException as exc:  # the executor itself failed
+            except BaseException as exc:  # the thread itself failed
                 outcomes = [(False, exc)] * len(batch)
             for pending, (ok, value) in zip(batch, outcomes, strict=True):
                 fut = pending.future
@@ -466,102 +393,118 @@ class Journal:
         finally:
             conn.close()
 
+    async def claim(self, limit: int) -> list[str]:
+        """Up to ``limit`` planned jobs past the last claimed one, in line order.
+
+        The exclusive lock makes this runner the only one: a cursor suffices.
+        A job that goes back to ``planned`` after its claim is not claimed
+        again by this engine (the next run submits it).
+        """
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            found = conn.execute(
+                "SELECT line, id FROM jobs WHERE state='planned' AND (line, id) > (?, ?) "
+                "ORDER BY line, id LIMIT ?",
+                (*self._claimed_up_to, limit),
+            ).fetchall()
+            if found:
+                self._claimed_up_to = (int(found[-1][0]), str(found[-1][1]))
+            return [str(job_id) for _, job_id in found]
+
+        return await self._call(op, fsync=False)  # type: ignore[no-any-return]
+
     # -- writing ---------------------------------------------------------------------
 
-    async def plan(self, entries: Iterable[tuple[str, int, str, Mapping[str, Any], str]]) -> None:
-        """Record jobs ``(id, line, model, input, entry_hash)`` as planned where new.
-
-        A job already recorded keeps its state; only its line number follows
-        the manifest.
-        """
+    async def plan(self, rows: Sequence[JournalRow]) -> None:
+        """Record ``rows`` as planned where new; a known job keeps its state, takes the line."""
         now = time.time()
-        items = list(entries)
+        items = [
+            (
+                r.id,
+                r.line,
+                r.model,
+                encode_column("input", r.input),
+                r.entry_hash,
+                now,
+            )
+            for r in rows
+        ]
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "INSERT INTO jobs(id, line, model, input, entry_hash, state, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, 'planned', ?) "
                 "ON CONFLICT(id) DO UPDATE SET line=excluded.line",
-                [
-                    (i, line, model, json.dumps(dict(payload), separators=(",", ":")), h, now)
-                    for i, line, model, payload, h in items
-                ],
+                items,
             )
 
         await self._call(op)
 
-    async def replan(
-        self, job_id: str, model: str, payload: Mapping[str, Any], digest: str
+    async def update(
+        self,
+        job_id: str,
+        fields: Mapping[str, Any],
+        *,
+        expect: frozenset[JournalState],
+        durable: bool = True,
     ) -> None:
-        """Replace a job's model and input and start it over (its line changed)."""
-        await self.update(
-            job_id,
-            model=model,
-            input=dict(payload),
-            entry_hash=digest,
-            state=JournalState.PLANNED,
-            request_id=None,
-            error=None,
-            result=None,
-            files=None,
-            submitted_at=None,
-            finished_at=None,
-            downloaded_at=None,
-        )
+        """Set ``fields`` of one job in one of ``expect``; committed on return.
 
-    async def update(self, job_id: str, *, fsync: bool = True, **fields: Any) -> None:
-        """Set some columns of one job (names as in :class:`JournalRow`); committed on return.
-
-        With ``fsync`` (the default) the commit is also on disk, surviving a
-        power cut; ``fsync=False`` only survives the process dying, until the
+        With ``durable`` (the default) the commit is also on disk, surviving a
+        power cut; ``durable=False`` only survives the process dying, until the
         next fsync'd commit (milliseconds later in a busy batch).
         """
-        pending = _update(job_id, fields)
-        pending.fsync = fsync
+        pending = _update(job_id, fields, expect)
+        pending.fsync = durable
         await self._wait_for(pending)
 
-    def defer(self, job_id: str, *, soon: bool = False, **fields: Any) -> None:
-        """Set some columns of one job without waiting: for writes no next step relies on.
+    def defer(
+        self,
+        job_id: str,
+        fields: Mapping[str, Any],
+        *,
+        expect: frozenset[JournalState],
+        soon: bool = False,
+    ) -> None:
+        """Set ``fields`` of one job without waiting: for writes no next step relies on.
 
         The write is committed with the next batch, or within 50 ms (10 ms
-        with ``soon``); it is not fsync'd on its own.
-        A crash before the commit loses it (the step is then redone on the
-        next run). Calls are applied in the order they were made.
+        with ``soon``); it is not fsync'd on its own. A crash before the commit
+        loses it (the step is then redone on the next run). Calls are applied
+        in the order they were made.
         """
-        pending = _update(job_id, fields)
+        pending = _update(job_id, fields, expect)
         pending.fsync = False
         self._enqueue(pending, wait=False, soon=soon)
 
-    async def update_where_state(
-        self, state: JournalState, new_state: JournalState, *, error: str
-    ) -> list[str]:
-        """Move every job in ``state`` to ``new_state`` with ``error``; return their ids."""
+    async def move_all(self, source: JournalState, target: JournalState, error: str) -> list[str]:
+        """Move every job in ``source`` to ``target`` with ``error``; return their ids."""
         now = time.time()
 
         def op(conn: sqlite3.Connection) -> list[str]:
             ids = [
                 r[0]
                 for r in conn.execute(
-                    "SELECT id FROM jobs WHERE state=? ORDER BY line", (state.value,)
+                    "SELECT id FROM jobs WHERE state=? ORDER BY line", (source.value,)
                 )
             ]
             conn.execute(
                 "UPDATE jobs SET state=?, error=?, updated_at=? WHERE state=?",
-                (new_state.value, error, now, state.value),
+                (target.value, error, now, source.value),
             )
             return ids
 
         return await self._call(op)  # type: ignore[no-any-return]
 
 
-_UPDATE_SQL: dict[tuple[str, ...], str] = {}
+_UPDATE_SQL: dict[tuple[tuple[str, ...], int], str] = {}
 
 
-def _update(job_id: str, fields: Mapping[str, Any]) -> _Pending:
-    unknown = set(fields) - _UPDATABLE
+def _update(job_id: str, fields: Mapping[str, Any], expect: frozenset[JournalState]) -> _Pending:
+    unknown = set(fields) - UPDATABLE
     if unknown:
         raise ValueError(f"not journal columns: {sorted(unknown)}")
-    return _Pending(None, None, True, job_id, dict(fields), time.time())
+    return _Pending(None, None, True, job_id, dict(fields), time.time(), expect=expect)
 
 
 def _execute(conn: sqlite3.Connection, pending: _Pending) -> Any:
@@ -569,18 +512,27 @@ def _execute(conn: sqlite3.Connection, pending: _Pending) -> Any:
         return pending.op(conn)
     assert pending.fields is not None
     names = tuple(sorted(pending.fields))
-    sql = _UPDATE_SQL.get(names)
+    expect = sorted(s.value for s in pending.expect or ())
+    key = (names, len(expect))
+    sql = _UPDATE_SQL.get(key)
     if sql is None:
         sets = "".join(f"{n}=?, " for n in names)
-        sql = _UPDATE_SQL[names] = f"UPDATE jobs SET {sets}updated_at=? WHERE id=?"
-    values = [_encode(n, pending.fields[n]) for n in names]
-    cur = conn.execute(sql, (*values, pending.at, pending.job_id))
+        where = f" AND state IN ({', '.join('?' * len(expect))})" if expect else ""
+        sql = _UPDATE_SQL[key] = f"UPDATE jobs SET {sets}updated_at=? WHERE id=?{where}"
+    values = [encode_column(n, pending.fields[n]) for n in names]
+    cur = conn.execute(sql, (*values, pending.at, pending.job_id, *expect))
     if cur.rowcount != 1:
-        raise JournalError(f"job {pending.job_id!r} is not in the journal")
+        found = conn.execute("SELECT state FROM jobs WHERE id=?", (pending.job_id,)).fetchone()
+        if found is None:
+            raise JournalError(f"job {pending.job_id!r} is not in the journal")
+        target = pending.fields.get("state", found[0])
+        raise IllegalTransitionError(
+            str(pending.job_id), str(found[0]), str(JournalState(target).value)
+        )
     return None
 
 
 def _select_all(conn: sqlite3.Connection) -> dict[str, JournalRow]:
-    cols = ", ".join(_COLUMNS)
+    cols = ", ".join(COLUMNS)
     cur = conn.execute(f"SELECT {cols} FROM jobs ORDER BY line, id")
-    return {row.id: row for row in map(_row, cur.fetchall())}
+    return {row.id: row for row in map(decode_row, cur.fetchall())}

@@ -18,7 +18,6 @@ Disk writes run in a worker thread; the event loop only moves buffers.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
@@ -32,11 +31,12 @@ from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
+import anyio
 import attrs
 
-from ._errors import RunComfyError
-from ._retry import RetryPolicy, parse_retry_after
-from ._version import __version__
+from .._errors import DownloadError
+from .._retry import RetryPolicy, parse_retry_after
+from .._version import __version__
 
 __all__ = [
     "DownloadError",
@@ -57,16 +57,6 @@ _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: Extensions that would collide with the batch's own ``<id>.json`` record.
 _RENAMED_EXT = {"json": "output.json"}
 _FLUSH_BYTES = 1 << 20
-
-
-class DownloadError(RunComfyError):
-    """An output could not be saved. ``url`` is what was fetched (never a token), ``status``
-    the last HTTP status where there was one."""
-
-    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
-        self.url = url
-        self.status = status
-        super().__init__(message)
 
 
 class _Retry(Exception):
@@ -266,7 +256,7 @@ class Downloader:
             raise ValueError("concurrency must be at least 1")
         self.out_dir = Path(out_dir)
         self._retry = retry or RetryPolicy(attempts=5, initial_delay=0.5, max_delay=10.0)
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = anyio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._timeout = aiohttp.ClientTimeout(
             total=None,
@@ -345,7 +335,7 @@ class Downloader:
     async def _once(self, url: str, path: Path) -> SavedFile:
         self.attempts += 1
         session = self._get_session()
-        part = await asyncio.to_thread(_PartFile, path)
+        part = await anyio.to_thread.run_sync(_PartFile, path)
         try:
             try:
                 async with session.get(url, allow_redirects=True, max_redirects=5) as resp:
@@ -359,23 +349,24 @@ class Downloader:
                         buffered.append(chunk)
                         pending += len(chunk)
                         if pending >= _FLUSH_BYTES:
-                            await asyncio.to_thread(part.write, b"".join(buffered))
+                            await anyio.to_thread.run_sync(part.write, b"".join(buffered))
                             buffered, pending = [], 0
                     if buffered:
-                        await asyncio.to_thread(part.write, b"".join(buffered))
+                        await anyio.to_thread.run_sync(part.write, b"".join(buffered))
             except aiohttp.ClientPayloadError:
                 got = f" after {part.size} bytes" if part.size else ""
                 raise _Retry(f"incomplete body: the connection closed{got}") from None
             except aiohttp.ClientError as exc:
                 raise _Retry(f"{type(exc).__name__}: {exc}") from None
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise _Retry("timed out") from None
             if expected is not None and part.size != expected:
                 raise _Retry(f"incomplete body: {part.size} of {expected} bytes")
-            await asyncio.to_thread(part.commit)
+            await anyio.to_thread.run_sync(part.commit)
         except BaseException:
             # Shielded: even when the download is cancelled, the part file goes.
-            await asyncio.shield(asyncio.to_thread(part.discard))
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(part.discard)
             raise
         return SavedFile(path.name, path, url, part.size, part.digest.hexdigest())
 

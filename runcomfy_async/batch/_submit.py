@@ -1,0 +1,181 @@
+"""The submit stage: claim planned jobs, submit each, journal the answer.
+
+A job is marked ``submitting`` (durably) in the client's ``before_send``
+hook: once it holds its in-flight slot and request token, right before the
+POST may leave. Until then it is ``planned``, and stopping the run simply
+cancels its wait. From the hook on, the submit is shielded: it is never
+abandoned halfway, so the journal always learns its answer.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+
+import anyio
+import anyio.abc
+
+from .._client import RunComfyClient
+from .._errors import SubmitOutcomeUnknown
+from ._context import RunContext
+from ._lifecycle import error_text, submit_fate
+from ._manifest import ManifestEntry
+from ._rows import JournalState
+
+__all__ = ["SubmitStage"]
+
+logger = logging.getLogger("runcomfy_async")
+
+_WORKERS = 8  # submits under way at once (each may wait for a slot, a token, a commit)
+_CLAIM = 128  # planned jobs claimed from the journal at a time
+_LOW = 2 * _WORKERS  # claim the next ones when fewer are ready (a claim waits for a commit)
+
+
+class _Stopped(Exception):
+    """Raised by the hook when the run stopped before this POST left: it never leaves."""
+
+
+class _Attempt:
+    """One submit: its cancel scope, and whether its POST may have left."""
+
+    __slots__ = ("scope", "sending")
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.sending = False
+
+
+class SubmitStage:
+    """Submits this run's planned jobs, ``_WORKERS`` at a time; the client's limit paces them."""
+
+    def __init__(self, ctx: RunContext, client: RunComfyClient) -> None:
+        self.ctx = ctx
+        self.client = client
+        self.halted = False
+        self.finished = anyio.Event()
+        self._ready: collections.deque[ManifestEntry] = collections.deque()
+        self._exhausted = False
+        self._claiming = anyio.Lock()
+        self._live: set[_Attempt] = set()
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def run(self) -> None:
+        """Submit until every planned job went, or :meth:`halt`; then settle what did not go."""
+        try:
+            workers = min(_WORKERS, max(1, len(self.ctx.unsent)))
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                for _ in range(workers):
+                    tg.start_soon(self._worker)
+        finally:
+            for job_id in sorted(self.ctx.unsent):
+                self.ctx.settle(job_id, "not_submitted")
+            self.finished.set()
+
+    def halt(self) -> None:
+        """Submit nothing more: jobs still waiting for a slot stay ``planned``.
+
+        Submits whose POST may have left are not touched; they finish and are
+        journaled.
+        """
+        self.halted = True
+        for attempt in self._live:
+            if not attempt.sending:
+                attempt.scope.cancel()
+
+    async def _worker(self) -> None:
+        while not self.halted:
+            entry = await self._next()
+            if entry is None:
+                return
+            await self._submit(entry)
+
+    async def _next(self) -> ManifestEntry | None:
+        while not self._ready:
+            if self._exhausted or self.halted:
+                return None
+            await self._claim()
+        entry = self._ready.popleft()
+        if len(self._ready) < _LOW and not self._exhausted and not self._claiming.locked():
+            # Claim the next ones while these go: no worker waits for that commit.
+            assert self._tg is not None
+            self._tg.start_soon(self._claim)
+        return entry
+
+    async def _claim(self) -> None:
+        async with self._claiming:
+            if len(self._ready) >= _LOW or self._exhausted or self.halted:
+                return
+            ids = await self.ctx.journal.claim(_CLAIM)
+            if not ids:
+                self._exhausted = True
+            # Planned rows of jobs not in this manifest are left alone.
+            self._ready.extend(self.ctx.entries[i] for i in ids if i in self.ctx.unsent)
+
+    async def _submit(self, entry: ManifestEntry) -> None:
+        ctx = self.ctx
+        attempt = _Attempt()
+        number = ctx.attempts.get(entry.id, 0) + 1
+        ctx.attempts[entry.id] = number
+
+        async def before_send() -> None:
+            if attempt.sending:
+                return  # the same submit sent again (certainly rejected before): still marked
+            if self.halted:
+                raise _Stopped
+            attempt.sending = True
+            attempt.scope.shield = True  # from here on, never abandoned halfway
+            ctx.submitting += 1
+            ctx.show()
+            # Durable before the POST: a crash from here on is an honest "unknown".
+            await ctx.journal.mark_submitting(entry.id, number)
+
+        self._live.add(attempt)
+        try:
+            with attempt.scope:
+                try:
+                    job = await self.client.submit(
+                        entry.model, entry.input, before_send=before_send
+                    )
+                except _Stopped:
+                    pass
+                except Exception as exc:
+                    await self._failed(entry, exc, sent=attempt.sending)
+                    return
+                else:
+                    now = time.time()
+                    ctx.records.submitted(entry.id, now)
+                    ctx.journal.mark_submitted(entry.id, job.request_id, now)
+                    ctx.submitted += 1
+                    ctx.unsent.discard(entry.id)
+                    ctx.start_wait(entry, job)
+                    return
+            # Stopped while waiting for a slot or a token: nothing left, the row
+            # is still 'planned' and the next run submits it.
+            ctx.settle(entry.id, "not_submitted")
+        finally:
+            self._live.discard(attempt)
+            if attempt.sending:
+                ctx.submitting -= 1
+                ctx.show()
+
+    async def _failed(self, entry: ManifestEntry, exc: Exception, *, sent: bool) -> None:
+        fate = submit_fate(exc, sent=sent)
+        if fate.state is JournalState.UNKNOWN and not isinstance(exc, SubmitOutcomeUnknown):
+            # We cannot tell whether the request left: never guess "not sent".
+            logger.exception("unexpected error submitting %s", entry.id, exc_info=exc)
+        assert fate.state is not None
+        await self.ctx.journal.mark_submit_failed(
+            entry.id, fate.state, fate.prefix + error_text(exc)
+        )
+        self.ctx.settle(entry.id, fate.outcome)
+        if fate.fatal:
+            self._fatal(exc)
+
+    def _fatal(self, exc: BaseException) -> None:
+        """Stop submitting (every further submit would fail the same way); finish the rest."""
+        if self.ctx.fatal_error is None:
+            self.ctx.fatal_error = exc
+            logger.info("stopping submits: %s", error_text(exc))
+        self.halt()

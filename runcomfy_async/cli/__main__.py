@@ -1,0 +1,5 @@
+"""``python -m runcomfy_async.cli``: the console script."""
+
+from . import main
+
+raise SystemExit(main())
