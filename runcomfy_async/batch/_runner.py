@@ -132,9 +132,12 @@ class BatchRunner:
 
         Submits already sent are waited for and journaled; jobs still waiting
         for a slot stay planned; jobs still running are left running and
-        reported ``in_flight``: run again to resume.
+        reported ``in_flight``: run again to resume. The progress bar draws
+        its last frame now (it would overwrite what the caller prints next).
         """
         self._interrupted = True
+        if self._ctx is not None:
+            self._ctx.close_display()
         if self._stop is not None:
             self._stop.set()
         if self._stage is not None:

@@ -64,13 +64,15 @@ async def cmd_batch(args: argparse.Namespace) -> int:
     await runner.check_cost(label=_LIMIT)
 
     def first_interrupt() -> None:
+        # Stop first: the bar draws its last frame and goes quiet, so this
+        # line (and the question that may follow) stays on screen.
+        runner.stop()
         print(
             "\nStopping: no new submits; recording the ones in flight (Ctrl-C again to quit at "
             "once). Rerun the same command to resume.",
             file=sys.stderr,
             flush=True,
         )
-        runner.stop()
 
     client_options: dict[str, Any] = {"max_in_flight": args.concurrency, "include_cost": True}
     if args.requests_per_second is not None:
