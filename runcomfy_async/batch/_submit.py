@@ -11,25 +11,70 @@ from __future__ import annotations
 
 import collections
 import logging
+import socket
 import time
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
 
 from .._client import RunComfyClient
-from .._errors import SubmitOutcomeUnknown
+from .._errors import SubmitOutcomeUnknown, TransportError
 from ._context import RunContext
 from ._lifecycle import error_text, submit_fate
 from ._manifest import ManifestEntry
 from ._rows import JournalState
 
-__all__ = ["SubmitStage"]
+__all__ = ["APIUnreachableError", "SubmitStage"]
 
 logger = logging.getLogger("runcomfy_async")
 
 _WORKERS = 8  # submits under way at once (each may wait for a slot, a token, a commit)
 _CLAIM = 128  # planned jobs claimed from the journal at a time
 _LOW = 2 * _WORKERS  # claim the next ones when fewer are ready (a claim waits for a commit)
+# Connection failures (certainly not sent), with nothing accepted yet, before the
+# API's host is probed once; if it cannot be reached either, the run stops.
+_UNREACHABLE_AFTER = 3
+_PROBE_TIMEOUT = 10.0  # the client's connect timeout
+
+
+class APIUnreachableError(TransportError):
+    """No submit of the run could reach the API's host; nothing was sent.
+
+    ``host`` and ``port``: the address that could not be reached; ``reason``:
+    why (connection refused, name does not resolve, no answer).
+    """
+
+    def __init__(self, base_url: str, host: str, port: int, reason: str) -> None:
+        self.base_url = base_url
+        self.host = host
+        self.port = port
+        self.reason = reason
+        super().__init__(
+            f"cannot reach the API at {host}:{port} ({reason}); nothing was submitted. "
+            "Check the address (--base-url, RUNCOMFY_BASE_URL) and this machine's network, "
+            f"e.g. with: curl -sS -o /dev/null {base_url}/",
+            request_sent=False,
+        )
+
+
+def _api_address(base_url: str) -> tuple[str, int]:
+    parts = urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.hostname or "", port
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"the name does not resolve: {exc.strerror or exc}"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {_PROBE_TIMEOUT:.0f} s"
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(exc) or type(exc).__name__
 
 
 class _Stopped(Exception):
@@ -59,6 +104,8 @@ class SubmitStage:
         self._claiming = anyio.Lock()
         self._live: set[_Attempt] = set()
         self._tg: anyio.abc.TaskGroup | None = None
+        self._connect_failures = 0  # since the last probe, while nothing was accepted
+        self._probing = False
 
     async def run(self) -> None:
         """Submit until every planned job went, or :meth:`halt`; then settle what did not go."""
@@ -121,7 +168,12 @@ class SubmitStage:
 
         async def before_send() -> None:
             if attempt.sending:
-                return  # the same submit sent again (certainly rejected before): still marked
+                # The same submit sent again: the last try certainly created nothing
+                # (not connected, or refused). Maybe the API cannot be reached at all.
+                self._connect_failed()
+                if self.halted:
+                    raise _Stopped
+                return  # still marked 'submitting'
             if self.halted:
                 raise _Stopped
             attempt.sending = True
@@ -139,7 +191,11 @@ class SubmitStage:
                         entry.model, entry.input, before_send=before_send
                     )
                 except _Stopped:
-                    pass
+                    if attempt.sending:
+                        # Stopped between two tries: the last one certainly created nothing.
+                        await ctx.journal.mark_submit_failed(
+                            entry.id, JournalState.PLANNED, self._stop_reason()
+                        )
                 except Exception as exc:
                     await self._failed(entry, exc, sent=attempt.sending)
                     return
@@ -160,7 +216,40 @@ class SubmitStage:
                 ctx.submitting -= 1
                 ctx.show()
 
+    def _stop_reason(self) -> str:
+        fatal = self.ctx.fatal_error
+        if fatal is not None:
+            return "not sent: " + error_text(fatal)
+        return "not sent: the run stopped"
+
+    def _connect_failed(self) -> None:
+        """A submit certainly did not land: after a few with nothing accepted, probe the host."""
+        if self.ctx.submitted or self.halted or self._probing:
+            return
+        self._connect_failures += 1
+        if self._connect_failures >= _UNREACHABLE_AFTER and self._tg is not None:
+            self._probing = True
+            self._tg.start_soon(self._probe)
+
+    async def _probe(self) -> None:
+        """Connect to the API's host once: if that fails too, stop (every submit would)."""
+        base_url = self.client.base_url.rstrip("/")
+        host, port = _api_address(base_url)
+        try:
+            with anyio.fail_after(_PROBE_TIMEOUT):
+                stream = await anyio.connect_tcp(host, port)
+            await stream.aclose()
+        except (OSError, TimeoutError) as exc:
+            if not self.ctx.submitted:
+                self._fatal(APIUnreachableError(base_url, host, port, _why(exc)))
+        finally:
+            # Reachable after all (e.g. the tries were refused with 429): probe again later.
+            self._connect_failures = 0
+            self._probing = False
+
     async def _failed(self, entry: ManifestEntry, exc: Exception, *, sent: bool) -> None:
+        if isinstance(exc, TransportError) and not exc.request_sent:
+            self._connect_failed()
         fate = submit_fate(exc, sent=sent)
         if fate.state is JournalState.UNKNOWN and not isinstance(exc, SubmitOutcomeUnknown):
             # We cannot tell whether the request left: never guess "not sent".

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..batch import BatchOptions, BatchRunner, CostLimitError, ManifestError
+from ..batch._submit import APIUnreachableError
 from ._common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, make_client, print_error
 from ._interrupt import ask_in_thread, install_interrupt
 
@@ -89,7 +90,18 @@ async def cmd_batch(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     finally:
         remove()
+    fatal = runner.fatal_error
+    debug = bool(getattr(args, "debug", False))
+    if isinstance(fatal, APIUnreachableError):
+        # Every job stopped for the same reason: say it once, not once a job.
+        print(
+            f"Batch of {len(report.jobs)} jobs in {report.out_dir}: nothing was submitted "
+            f"({report.elapsed:.1f} s). Rerun the same command once the API can be reached."
+            f"\nReport: {report.report_path}"
+        )
+        print_error(fatal, debug=debug)
+        return EXIT_USAGE
     print(report.summary())
-    if runner.fatal_error is not None:
-        print_error(runner.fatal_error, debug=bool(getattr(args, "debug", False)))
+    if fatal is not None:
+        print_error(fatal, debug=debug)
     return report.exit_code
