@@ -137,7 +137,9 @@ async def test_submits_refused_with_429_at_first_do_not_look_unreachable(
             write_manifest(tmp_path / "m.jsonl", 12), tmp_path / "o", progress=False
         )
         task = asyncio.create_task(runner.run(client=client))
-        while emu.counters.submit < 20:  # every submit refused, again and again
+        for _ in range(3000):  # every submit refused, again and again
+            if emu.counters.submit >= 20:
+                break
             await asyncio.sleep(0.01)
         emu.faults.rate_429 = 0.0
         report = await asyncio.wait_for(task, 60)
