@@ -5,7 +5,7 @@ For each job id the journal says how far the job got::
     planned ─▶ submitting ─▶ submitted ─▶ finished ─▶ downloaded
        ▲  │        │  │           │
        │  │        │  ▼           ▼
-       │  │        │ unknown    failed / cancelled
+       │  │        │ unknown    failed / cancelled / unknown (its id answers for another job)
        │  ▼        ▼
        │ failed (refused before it was paid for)
        └── failed / cancelled / unknown, when a rerun is told to submit them again
@@ -45,7 +45,8 @@ TRANSITIONS: Mapping[JournalState, frozenset[JournalState]] = {
     _S.PLANNED: frozenset({_S.SUBMITTING, _S.SUBMITTED, _S.FAILED, _S.PLANNED}),
     # answered; may have left; refused; certainly not created
     _S.SUBMITTING: frozenset({_S.SUBMITTED, _S.UNKNOWN, _S.FAILED, _S.PLANNED}),
-    _S.SUBMITTED: frozenset({_S.FINISHED, _S.FAILED, _S.CANCELLED, _S.SUBMITTED}),
+    # ended; its request id answers for another job (a restarted server reused it)
+    _S.SUBMITTED: frozenset({_S.FINISHED, _S.FAILED, _S.CANCELLED, _S.UNKNOWN, _S.SUBMITTED}),
     _S.FINISHED: frozenset({_S.DOWNLOADED, _S.FINISHED}),
     _S.DOWNLOADED: frozenset({_S.DOWNLOADED}),  # a lost file fetched again
     _S.FAILED: frozenset({_S.PLANNED, _S.SUBMITTED}),  # retried, or adopted
@@ -263,6 +264,10 @@ class Journal:
         if target not in (_S.FAILED, _S.CANCELLED):
             raise IllegalTransitionError(job_id, "a job's end", target.value)
         self._defer(job_id, target, frozenset({_S.SUBMITTED}), error=error, finished_at=at)
+
+    def mark_mismatched(self, job_id: str, error: str, at: float) -> None:
+        """The job's request id answers for another job: what became of ours is unknown."""
+        self._defer(job_id, _S.UNKNOWN, frozenset({_S.SUBMITTED}), error=error, finished_at=at)
 
     async def mark_cancelled(self, job_id: str, error: str) -> None:
         """We cancelled the job while it was queued (waited: the run is ending)."""
