@@ -83,7 +83,9 @@ class APIStatusError(RunComfyError):
     ``error_message`` or ``message``, plus its ``detail``; made one line of at
     most 500 characters) or a short excerpt of a non-JSON body; ``body`` is the
     parsed JSON body as sent, or the text excerpt; ``request_id`` is the
-    request this call was about, where known.
+    request this call was about, where known; ``sent`` is False for an error
+    raised before any request was made (no token): its message names no HTTP
+    status, though ``status_code`` says which one it stands for.
     """
 
     def __init__(
@@ -96,7 +98,9 @@ class APIStatusError(RunComfyError):
         request_id: str | None = None,
         method: str | None = None,
         path: str | None = None,
+        sent: bool = True,
     ) -> None:
+        self.sent = sent
         self.message = message
         self.status_code = status_code
         self.error_code = error_code
@@ -107,6 +111,8 @@ class APIStatusError(RunComfyError):
         super().__init__(self._describe())
 
     def _describe(self) -> str:
+        if not self.sent:
+            return self.message
         where = f" on {self.method} {self.path}" if self.method and self.path else ""
         code = f" (error_code {self.error_code})" if self.error_code is not None else ""
         return f"HTTP {self.status_code}{code}{where}: {self.message}"

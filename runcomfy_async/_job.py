@@ -98,7 +98,8 @@ class Job:
         After ``timeout`` seconds raise :class:`JobTimeoutError` (also a
         ``TimeoutError``); the remote job keeps running, unless
         ``cancel_on_timeout`` asks the server to cancel it (only a queued job
-        can be cancelled).
+        can be cancelled: for a running one the error says the cancel was
+        refused and the job keeps running).
         """
         if not self._t.done:
             try:
@@ -108,10 +109,15 @@ class Job:
             except asyncio.TimeoutError:
                 if self._t.done:
                     return self.result()
-                cancelled = False
+                note = ""
                 if cancel_on_timeout:
-                    cancelled = await self.cancel()
-                note = " (cancel requested)" if cancelled else ""
+                    if await self.cancel():
+                        note = " (cancel requested)"
+                    else:
+                        note = (
+                            "; the cancel was refused (only a queued job can be cancelled): "
+                            "the job keeps running, and billing"
+                        )
                 raise JobTimeoutError(
                     f"job {self.request_id} ({self.model_id}) not finished after {timeout}s{note}",
                     request_id=self.request_id,
