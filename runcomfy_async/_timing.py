@@ -19,7 +19,7 @@ parked jobs while the rest wait; see ``_scheduler.py``.
 
 from __future__ import annotations
 
-import heapq
+import bisect
 import math
 from collections.abc import Mapping
 
@@ -252,7 +252,6 @@ class PollPolicy:
         return 1.0 + math.log(max_seconds / min_seconds) / math.log(1.0 + self.lag_fraction)
 
 
-
 def quantile_bound_index(n: int, quantile: float, confidence: float) -> int:
     """The largest ``k`` such that the ``k``-th smallest of ``n`` samples lies at or
     below the ``quantile``-quantile with probability at least ``confidence``; 0 if none.
@@ -319,8 +318,8 @@ class ModelLatency:
       spacings at the bottom of the sample (:func:`spacing_margin`), which
       holds with ``confidence`` where the density near the minimum is
       positive, and shrinks like ``1 / n`` (the spacings do);
-    - one sample says nothing of the spread: ``floor_share`` of it (and the
-      estimate never goes below that share of the smallest sample).
+    - one sample says nothing of the spread: half of it; from two on the
+      estimate never goes below ``floor_share`` of the smallest sample.
 
     Aiming at a low quantile rather than the minimum costs at most the jobs
     faster than it (``quantile`` of them) a little detection lag, and keeps a
@@ -339,6 +338,7 @@ class ModelLatency:
         "prior",
         "quantile",
         "spacing_gaps",
+        "_learned",
         "_low",
     )
 
@@ -351,7 +351,7 @@ class ModelLatency:
         confidence: float = 0.95,
         keep: int = 256,
         spacing_gaps: int = 9,
-        floor_share: float = 0.5,
+        floor_share: float = 0.25,
     ) -> None:
         self.prior = prior
         self.learn_after = learn_after
@@ -363,9 +363,10 @@ class ModelLatency:
         self.observed_min: float | None = None
         self.observed_max: float | None = None
         self.finished = 0
-        # The smallest ``keep`` durations, as a max-heap (negated): the order
-        # statistics the estimate needs lie at the bottom.
+        # The smallest ``keep`` durations, ascending: the order statistics the
+        # estimate needs lie at the bottom.
         self._low: list[float] = []
+        self._learned: float | None = None  # cached: observe() is the only writer
 
     def __repr__(self) -> str:
         return (
@@ -385,10 +386,12 @@ class ModelLatency:
                 self.observed_min = duration
             if self.observed_max is None or duration > self.observed_max:
                 self.observed_max = duration
-            if len(self._low) < self.keep:
-                heapq.heappush(self._low, -duration)
-            elif duration < -self._low[0]:
-                heapq.heapreplace(self._low, -duration)
+            low = self._low
+            if len(low) < self.keep or duration < low[-1]:
+                bisect.insort(low, duration)
+                if len(low) > self.keep:
+                    low.pop()
+            self._learned = self._estimate()
         after = self.minimum()
         if after is None:
             return False
@@ -396,16 +399,22 @@ class ModelLatency:
 
     def lowest(self) -> list[float]:
         """The smallest durations kept, ascending."""
-        return sorted(-x for x in self._low)
+        return list(self._low)
 
     def learned(self) -> float | None:
         """The minimum as learned from finished jobs alone (None before any)."""
-        if self.observed_min is None:
+        return self._learned
+
+    def _estimate(self) -> float | None:
+        low = self._low
+        if not low:
             return None
-        low = self.lowest()
-        floor = self.floor_share * low[0]
         if self.finished < 2:
-            return floor
+            # One sample says nothing of the spread: assume it is the median.
+            return 0.5 * low[0]
+        # The margin below can exceed the sample itself; never answer less
+        # than a share of the fastest job (a heuristic floor, not a bound).
+        floor = self.floor_share * low[0]
         k = quantile_bound_index(self.finished, self.quantile, self.confidence)
         if k >= 1:
             # Past ``keep`` kept samples, x_(keep) <= x_(k): lower, so still a bound.
