@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -43,6 +44,11 @@ DEFAULT_PRIORS: Mapping[str, float] = {
     "kling/kling-3.0/pro/image-to-video": 60.0,
     "kling/kling-3.0/pro/text-to-video": 60.0,
 }
+
+
+def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{attribute.name} must be positive or None, not {value!r}")
 
 
 @attrs.frozen
@@ -134,9 +140,7 @@ class PollPolicy:
     )
     probe_floor: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
     probe_ramp_rounds: int = attrs.field(default=2, validator=attrs.validators.ge(0))
-    slot_lag_fraction: float | None = attrs.field(
-        default=0.05, validator=attrs.validators.optional(attrs.validators.gt(0))
-    )
+    slot_lag_fraction: float | None = attrs.field(default=0.05, validator=_positive_or_none)
     low_quantile: float = attrs.field(
         default=0.02, validator=[attrs.validators.gt(0), attrs.validators.lt(0.5)]
     )
@@ -291,7 +295,7 @@ def spacing_margin(gaps: int, confidence: float) -> float:
     makes it ``1 - confidence`` (19 for g = 1 at 95%, 3.6 for g = 9; -> log 20 = 3.0).
     """
     alpha = 1.0 - confidence
-    return gaps * (alpha ** (-1.0 / gaps) - 1.0)
+    return float(gaps * (alpha ** (-1.0 / gaps) - 1.0))
 
 
 class ModelLatency:
@@ -328,6 +332,8 @@ class ModelLatency:
     """
 
     __slots__ = (
+        "_learned",
+        "_low",
         "confidence",
         "finished",
         "floor_share",
@@ -338,8 +344,6 @@ class ModelLatency:
         "prior",
         "quantile",
         "spacing_gaps",
-        "_learned",
-        "_low",
     )
 
     def __init__(
