@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -32,6 +32,7 @@ __all__ = [
     "PollPolicy",
     "quantile_bound_index",
     "spacing_margin",
+    "spread_checks",
 ]
 
 #: Seconds before which a job of these models is very unlikely to be done
@@ -443,3 +444,67 @@ class ModelLatency:
         if self.prior is None:
             return cautious
         return self.prior if self.observed_min >= self.prior else min(self.prior, cautious)
+
+
+def spread_checks(
+    deadlines: Sequence[float],
+    *,
+    rate: float,
+    burst: float = 1.0,
+    now: float | None = None,
+    tokens: float | None = None,
+) -> list[float]:
+    """When to send each check so a request budget serves every one by its deadline.
+
+    ``deadlines[i]``: the latest time check ``i`` may go out without breaking
+    the detection-lag bound (its due time). ``rate`` / ``burst``: the
+    budget's token bucket (requests per second, bucket size). Jobs submitted
+    together come due together; sent at their due times, a budget that
+    cannot serve them at once serves the last ``(n - burst) / rate`` late,
+    which is lag past the bound. Sent *earlier*, each costs at worst one
+    more request later (the check finds the job not done yet); so the plan
+    moves checks ahead of time, as little as the budget requires.
+
+    The answer (same order as ``deadlines``) is the *latest* schedule the
+    bucket can serve: taken in reverse time a token bucket is again a token
+    bucket (the constraint "at most ``burst + rate * (b - a)`` sends in any
+    window ``[a, b]``" is symmetric), so placing deadlines latest first,
+    each as late as its deadline and the sends already placed allow, is the
+    greedy that is optimal for a bucket. Checks the budget can serve on time
+    keep their deadlines exactly.
+
+    ``now`` / ``tokens``: where the plan cannot start before ``now`` with
+    ``tokens`` in the bucket (default full), sends that would have to leave
+    earlier go out as soon as the bucket allows, in deadline order (which
+    minimizes the largest lateness): then some deadlines are missed, and no
+    plan could meet them.
+    """
+    if rate <= 0 or burst < 1:
+        raise ValueError("rate must be positive and burst at least 1")
+    order = sorted(range(len(deadlines)), key=lambda i: deadlines[i], reverse=True)
+    sends = [0.0] * len(deadlines)
+    cursor = math.inf
+    level = burst  # tokens of the reversed bucket
+    for i in order:
+        t = min(deadlines[i], cursor)
+        if cursor != math.inf:
+            level = min(burst, level + rate * (cursor - t))
+        if level < 1.0:
+            t -= (1.0 - level) / rate
+            level = 1.0
+        level -= 1.0
+        sends[i] = cursor = t
+    if now is None:
+        return sends
+    # Forward: nothing leaves before now or before the bucket has a token.
+    level = burst if tokens is None else min(tokens, burst)
+    clock = now
+    for i in sorted(range(len(sends)), key=lambda i: (sends[i], deadlines[i])):
+        t = max(sends[i], clock)
+        level = min(burst, level + rate * (t - clock))
+        if level < 1.0:
+            t += (1.0 - level) / rate
+            level = 1.0
+        level -= 1.0
+        sends[i] = clock = t
+    return sends
