@@ -11,10 +11,9 @@ import asyncio
 import random
 
 import pytest
+from vtime import run_virtual
 
 from runcomfy_async._timing import spread_checks
-
-from vtime import run_virtual
 
 
 class Bucket:
