@@ -245,6 +245,17 @@ class PollPolicy:
         """Time between two queue-frontier probe rounds of a model whose minimum is ``minimum``."""
         return max(self.lag_fraction * minimum, self.interval_floor(minimum))
 
+    def latency_model(self, model_id: str) -> ModelLatency:
+        """A fresh :class:`ModelLatency` for ``model_id``: its prior (scaled) and this
+        policy's ``learn_after``, ``low_quantile`` and ``quantile_confidence``."""
+        prior = self.priors.get(model_id)
+        return ModelLatency(
+            None if prior is None else self.scaled(prior),
+            self.learn_after,
+            quantile=self.low_quantile,
+            confidence=self.quantile_confidence,
+        )
+
     def backoff(self, failures: int) -> float:
         """Seconds before re-checking a job whose last ``failures`` checks failed."""
         exp = min(failures - 1, 30)

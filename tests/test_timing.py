@@ -214,3 +214,11 @@ def test_new_fields_reject_nonsense() -> None:
     ):
         with pytest.raises(ValueError):
             PollPolicy(**bad)  # type: ignore[arg-type]
+
+
+def test_latency_model_carries_the_policy_settings() -> None:
+    policy = PollPolicy(time_scale=0.5, learn_after=7, low_quantile=0.05, quantile_confidence=0.9)
+    model = policy.latency_model("kling/kling-3.0/pro/text-to-video")
+    assert model.prior == pytest.approx(30.0)
+    assert (model.learn_after, model.quantile, model.confidence) == (7, 0.05, 0.9)
+    assert policy.latency_model("acme/unknown").prior is None
