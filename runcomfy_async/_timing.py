@@ -440,6 +440,13 @@ class ModelLatency:
         margin = spacing_margin(gaps, self.confidence) * spread / gaps
         return max(low[0] - margin, floor)
 
+    def likely_max(self) -> float | None:
+        """The longest duration seen, once ``learn_after`` jobs finished (else None).
+
+        What ``PollPolicy.plan_next`` takes as a job's likely end (``submitted +
+        likely_max()``): past it, the in-flight-cap mode stops tightening checks."""
+        return self.observed_max if self.finished >= self.learn_after else None
+
     def minimum(self) -> float | None:
         """The minimum plausible duration, or None while nothing is known."""
         learned = self.learned()

@@ -222,3 +222,12 @@ def test_latency_model_carries_the_policy_settings() -> None:
     assert model.prior == pytest.approx(30.0)
     assert (model.learn_after, model.quantile, model.confidence) == (7, 0.05, 0.9)
     assert policy.latency_model("acme/unknown").prior is None
+
+
+def test_likely_max_is_known_once_learned() -> None:
+    model = ModelLatency(prior=60.0, learn_after=3)
+    model.observe(100.0)
+    model.observe(150.0)
+    assert model.likely_max() is None
+    model.observe(120.0)
+    assert model.likely_max() == 150.0
