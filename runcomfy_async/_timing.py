@@ -15,6 +15,12 @@ least any schedule meeting that bound can spend without knowing the job.
 For a model it has never seen, the scheduler learns the minimum from the
 first jobs that finish: a few *probe* checks per round go to the oldest of its
 parked jobs while the rest wait; see ``_scheduler.py``.
+
+Nothing here assumes a time scale: intervals are shares of the model's
+minimum or of the job's age (``PollPolicy.plan_next``, ``first_probe``), the
+learned minimum assumes no shape of the durations (``ModelLatency``), and
+checks that come due together are spread ahead of time to fit the request
+budget (``spread_checks``).
 """
 
 from __future__ import annotations
