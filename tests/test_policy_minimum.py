@@ -53,11 +53,18 @@ def estimate(draw: Draw, n: int, seed: int) -> float:
     return value
 
 
-@pytest.mark.parametrize("name", sorted(DRAWS))
-@pytest.mark.parametrize("n", [5, 20, 60, 200, 1000])
+@pytest.mark.parametrize(
+    ("name", "n"),
+    [
+        (name, n)
+        for name in sorted(DRAWS)
+        for n in (5, 20, 60, 200, 1000)
+        # Five bimodal samples often miss the fast mode entirely: see
+        # test_a_mode_never_sampled_cannot_be_known for what holds there.
+        if (name, n) != ("bimodal", 5)
+    ],
+)
 def test_estimate_is_below_the_low_quantile_with_high_probability(name: str, n: int) -> None:
-    if name == "bimodal" and n == 5:
-        pytest.xfail("see test_a_mode_never_sampled_cannot_be_known")
     seeds = range(300)
     below = sum(estimate(DRAWS[name], n, seed) <= Q02[name] for seed in seeds)
     # Nominal 95%; 300 draws put a true 95% above 0.92 with near certainty.
