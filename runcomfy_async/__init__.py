@@ -6,9 +6,13 @@ scheduler for every job in flight::
     async with RunComfyClient() as client:
         result = await client.run(KlingTextToVideo(prompt="a red fox in the snow"))
         print(result.video)
+
+Test helpers (``MockTransport``, ``Emulator``, ...) live in
+:mod:`runcomfy_async.testing`.
 """
 
 from ._client import DEFAULT_BASE_URL, RunComfyClient
+from ._download import DownloadError
 from ._errors import (
     APIStatusError,
     AuthenticationError,
@@ -32,16 +36,20 @@ from ._errors import (
 )
 from ._fanout import Outcome
 from ._job import Job
-from ._limiter import RequestBudget
-from ._models import CancelOutcome, JobState, Result, Status, SubmitResponse
+from ._limits import Budget, InFlightLimit, Limits, MemoryLimits
+from ._manifest import ManifestProblem
+from ._models import CancelOutcome, JobState, Result, Status
+from ._polling import JobEvent
+from ._report import JobReport
 from ._retry import RetryPolicy
-from ._scheduler import JobEvent, PollScheduler
 from ._timing import PollPolicy
-from ._transport import MockTransport, Request, Response, Transport
+from ._transport import Request, Response, Transport
 from ._version import __version__
 from .batch import (
+    BatchPreview,
     BatchReport,
     BatchRunner,
+    CostEstimate,
     CostLimitError,
     JournalError,
     Manifest,
@@ -63,12 +71,17 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "APIStatusError",
     "AuthenticationError",
+    "BatchPreview",
     "BatchReport",
     "BatchRunner",
+    "Budget",
     "CancelOutcome",
     "ClientStateError",
+    "CostEstimate",
     "CostLimitError",
+    "DownloadError",
     "Element",
+    "InFlightLimit",
     "InputValidationError",
     "InsufficientBalanceError",
     "InvalidRequestError",
@@ -77,26 +90,27 @@ __all__ = [
     "JobError",
     "JobEvent",
     "JobFailedError",
+    "JobReport",
     "JobState",
     "JobTimeoutError",
     "JournalError",
     "KlingImageToVideo",
     "KlingTextToVideo",
+    "Limits",
     "MalformedResponseError",
     "Manifest",
     "ManifestError",
-    "MockTransport",
+    "ManifestProblem",
+    "MemoryLimits",
     "ModelInput",
     "MultiPromptSegment",
     "NotFoundError",
     "Outcome",
     "PollPolicy",
-    "PollScheduler",
     "PriceTable",
     "ProgressBar",
     "RateLimitError",
     "Request",
-    "RequestBudget",
     "RequestTimeoutError",
     "Response",
     "Result",
@@ -106,7 +120,6 @@ __all__ = [
     "ServerError",
     "Status",
     "SubmitOutcomeUnknown",
-    "SubmitResponse",
     "Transport",
     "TransportError",
     "ValidationProblem",

@@ -33,12 +33,10 @@ from runcomfy_async import (
     KlingImageToVideo,
     KlingTextToVideo,
     MalformedResponseError,
-    MockTransport,
     NotFoundError,
     PollPolicy,
     RateLimitError,
     Request,
-    RequestBudget,
     RequestTimeoutError,
     Response,
     RetryPolicy,
@@ -49,8 +47,10 @@ from runcomfy_async import (
     TransportError,
 )
 from runcomfy_async._api import API
+from runcomfy_async._limits import RequestBudget
 from runcomfy_async._transport import AiohttpTransport
 from runcomfy_async.emulator import KLING_PRO_T2V, KLING_STANDARD_I2V, Emulator, Faults
+from runcomfy_async.testing import MockTransport
 
 MakeEmulator = Callable[..., Awaitable[Emulator]]
 
@@ -492,14 +492,18 @@ async def test_submit_refused_before_sending_is_retried_then_transport_error(
     assert client.in_flight == 0
 
 
-async def test_submit_answered_503_is_retried(
+async def test_submit_answered_503_without_retry_after_is_outcome_unknown(
     make_emulator: MakeEmulator, make_client: MakeClient
 ) -> None:
+    # A bare 503 does not prove that nothing was created (RunComfy's own
+    # clients treat every 5xx to a submit as unknown): one POST, no retry.
     emu = await make_emulator(faults=Faults(rate_503=1.0, routes={"submit"}))
     client = make_client(emu, retry=RetryPolicy.no_wait(attempts=3))
-    with pytest.raises(ServerError):
+    with pytest.raises(SubmitOutcomeUnknown) as info:
         await client.submit(KLING_PRO_T2V, T2V_BODY)
-    assert emu.counters.submit == 3 and emu.counters.jobs_created == 0
+    assert isinstance(info.value.__cause__, ServerError)
+    assert emu.counters.submit == 1
+    assert client.in_flight == 0
 
 
 async def test_submit_answered_429_is_retried(make_emulator: MakeEmulator) -> None:
@@ -770,7 +774,8 @@ async def test_closing_fails_submits_waiting_for_a_slot_with_client_state_error(
 
 async def test_before_send_runs_after_slot_and_token_immediately_before_the_post() -> None:
     """The hook sees the job holding its slot, and runs before the POST leaves."""
-    from runcomfy_async import MockTransport, RunComfyClient
+    from runcomfy_async import RunComfyClient
+    from runcomfy_async.testing import MockTransport
     from runcomfy_async._transport import Response
 
     order: list[str] = []

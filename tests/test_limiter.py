@@ -11,8 +11,10 @@ import asyncio
 
 import pytest
 
-from runcomfy_async import ClientStateError, RequestBudget
-from runcomfy_async._limiter import Priority
+from runcomfy_async import (
+    ClientStateError,
+)
+from runcomfy_async._limits import Priority, RequestBudget
 
 
 class FakeClock:

@@ -26,7 +26,7 @@ from runcomfy_async import (
     Result,
     ServerError,
 )
-from runcomfy_async._scheduler import JobEvent, PollScheduler, Tracked
+from runcomfy_async._polling import JobEvent, PollScheduler, Tracked
 
 KLING = "kling/kling-3.0/standard/image-to-video"
 UNKNOWN = "acme/brand-new-model"

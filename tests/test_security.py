@@ -40,7 +40,6 @@ from runcomfy_async import (
     JobTimeoutError,
     KlingTextToVideo,
     MalformedResponseError,
-    MockTransport,
     NotFoundError,
     PollPolicy,
     RateLimitError,
@@ -56,6 +55,7 @@ from runcomfy_async import (
 )
 from runcomfy_async._download import Downloader
 from runcomfy_async.emulator import KLING_PRO_T2V, Emulator, Faults
+from runcomfy_async.testing import MockTransport
 
 TOKEN = "rc_live_S3CRET-7f3a9c21e4b84d0c"
 SCALE = 0.001

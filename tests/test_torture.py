@@ -40,10 +40,8 @@ from runcomfy_async import (
     JobFailedError,
     JobTimeoutError,
     KlingTextToVideo,
-    MockTransport,
     PollPolicy,
     Request,
-    RequestBudget,
     Response,
     Result,
     RetryPolicy,
@@ -51,8 +49,10 @@ from runcomfy_async import (
     RunComfyError,
     SubmitOutcomeUnknown,
 )
+from runcomfy_async._limits import RequestBudget
 from runcomfy_async._transport import AiohttpTransport
 from runcomfy_async.emulator import ROUTES, Faults
+from runcomfy_async.testing import MockTransport
 
 T = TypeVar("T")
 SCALE = 0.001  # a Kling pro clip (90-200 s) takes 0.09-0.2 s

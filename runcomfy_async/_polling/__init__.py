@@ -1,0 +1,15 @@
+"""The polling scheduler, in four parts.
+
+- ``_due.py``: the due queue, a heap of (next check time, job);
+- ``_cohort.py``: probe cohorts for models whose duration is not known;
+- ``_frontier.py``: what a FIFO queue tells about its jobs, and its probe rounds;
+- ``_dispatcher.py``: :class:`PollScheduler`, which ties them together and
+  runs the checks.
+
+It knows "check this request id" (:class:`CheckAPI`), nothing of HTTP.
+"""
+
+from ._dispatcher import CheckAPI, PollScheduler
+from ._tracked import JobEvent, Listener, Tracked, loop_time
+
+__all__ = ["CheckAPI", "JobEvent", "Listener", "PollScheduler", "Tracked", "loop_time"]
