@@ -775,8 +775,8 @@ async def test_closing_fails_submits_waiting_for_a_slot_with_client_state_error(
 async def test_before_send_runs_after_slot_and_token_immediately_before_the_post() -> None:
     """The hook sees the job holding its slot, and runs before the POST leaves."""
     from runcomfy_async import RunComfyClient
-    from runcomfy_async.testing import MockTransport
     from runcomfy_async._transport import Response
+    from runcomfy_async.testing import MockTransport
 
     order: list[str] = []
 
