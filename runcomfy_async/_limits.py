@@ -34,7 +34,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ._errors import ClientStateError
 
@@ -144,6 +144,7 @@ class InFlightLimit(Protocol):
         ...
 
 
+@runtime_checkable
 class Limits(Protocol):
     """What a client needs of its limits: one request budget, one in-flight limit."""
 

@@ -42,6 +42,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
+import aiohttp
 import attrs
 
 from ._errors import (
@@ -99,6 +100,15 @@ class Decision:
         return self.verdict is Verdict.RETRY
 
 
+# What a download may meet on the wire: worth another try.
+_DOWNLOAD_TRANSIENT = (
+    aiohttp.ClientError,  # includes ClientPayloadError (a body cut short)
+    ConnectionError,
+    TimeoutError,
+    TransportError,
+    MalformedResponseError,
+)
+
 _RAISE = Decision(Verdict.RAISE)
 _UNKNOWN = Decision(Verdict.UNKNOWN)
 
@@ -151,20 +161,15 @@ def classify_download(
 ) -> Decision:
     """May a download be retried after an answer ``status`` (or a transport ``error``)?
 
-    ``status`` 200 is not a failure and must not be passed. Any exception other
-    than a transport or timeout failure is final.
+    ``status`` 200 is not a failure and must not be passed. Connection
+    failures, timeouts and cut bodies are worth another try; any other
+    exception (a full disk, a bug) is final.
     """
     if status is not None:
         if status in RETRYABLE_STATUS:
             return Decision(Verdict.RETRY, cap_retry_after(retry_after))
         return _RAISE
-    if error is not None and isinstance(
-        error, (TransportError, MalformedResponseError, OSError, asyncio.TimeoutError)
-    ):
-        return Decision(Verdict.RETRY)
-    # aiohttp's errors are not imported here (this module knows no HTTP stack):
-    # the downloader maps them to TransportError, or passes them by name.
-    if error is not None and type(error).__module__.startswith("aiohttp"):
+    if isinstance(error, _DOWNLOAD_TRANSIENT):
         return Decision(Verdict.RETRY)
     return _RAISE
 

@@ -237,7 +237,7 @@ async def test_429_on_submits_lowers_the_in_flight_cap(
     emu = await make_emulator(time_scale=SCALE, workers=50)
     async with client_for(emu, max_in_flight=8, retry=RetryPolicy.no_wait(attempts=2)) as client:
         capacities: list[int] = []
-        cap_class = type(client._cap)
+        cap_class = type(client.limits.slots)
         lower = cap_class.on_rate_limited
 
         def record(cap: Any) -> None:

@@ -80,6 +80,7 @@ class FakeAPI:
     def __init__(self, *, workers: int | None = None) -> None:
         self.jobs: dict[str, FakeJob] = {}
         self.checks = 0
+        self.tickets = 0  # budget tokens taken; every check spends exactly one
         self.status_checks = 0
         self.fail_checks: dict[str, int] = {}  # request_id -> checks left that raise 5xx
         self.not_found: dict[str, int] = {}  # request_id -> checks left that answer 404
@@ -106,6 +107,7 @@ class FakeAPI:
         return job
 
     async def reserve(self) -> Ticket:
+        self.tickets += 1
         return Ticket()
 
     def _state(self, job: FakeJob, now: float) -> str:
