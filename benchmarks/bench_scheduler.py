@@ -236,7 +236,7 @@ async def run_inflight(info: dict[str, str], n: int, ts: float, trace: bool) -> 
                 jobs.append(await client.submit(UNSEEN, payload(UNSEEN, i)))
 
         await asyncio.gather(*(submitter() for _ in range(256)))
-        tracked_at_peak = client.scheduler.tracking
+        tracked_at_peak = client.poll_stats.tracking
         gc.collect()
         after = tracemalloc.get_traced_memory()[0] if trace else 0
         if trace:
@@ -246,7 +246,7 @@ async def run_inflight(info: dict[str, str], n: int, ts: float, trace: bool) -> 
         stop.set()
         await mon
         cpu = time.process_time() - cpu0
-        checks = client.scheduler.checks
+        checks = client.poll_stats.checks
     if trace:
         tracemalloc.stop()
     return {

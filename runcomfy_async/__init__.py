@@ -36,10 +36,10 @@ from ._errors import (
 )
 from ._fanout import Outcome
 from ._job import Job
-from ._limits import Budget, InFlightLimit, Limits, MemoryLimits
+from ._limits import Budget, InFlightLimit, Limits, MemoryLimits, Priority
 from ._manifest import ManifestProblem
 from ._models import CancelOutcome, JobState, Result, Status
-from ._polling import JobEvent
+from ._polling import JobEvent, PollStats
 from ._report import JobReport
 from ._retry import RetryPolicy
 from ._timing import PollPolicy
@@ -61,6 +61,7 @@ from .inputs import (
     KlingImageToVideo,
     KlingTextToVideo,
     ModelInput,
+    ModelPrice,
     MultiPromptSegment,
     PriceTable,
     estimate_cost,
@@ -103,11 +104,14 @@ __all__ = [
     "ManifestProblem",
     "MemoryLimits",
     "ModelInput",
+    "ModelPrice",
     "MultiPromptSegment",
     "NotFoundError",
     "Outcome",
     "PollPolicy",
+    "PollStats",
     "PriceTable",
+    "Priority",
     "ProgressBar",
     "RateLimitError",
     "Request",

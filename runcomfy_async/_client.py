@@ -30,7 +30,7 @@ from ._fanout import Outcome, as_completed, map_jobs
 from ._job import Job
 from ._limits import Budget, Limits, MemoryLimits
 from ._models import CancelOutcome, Result, Status
-from ._polling import JobEvent, Listener, PollScheduler
+from ._polling import JobEvent, Listener, PollScheduler, PollStats
 from ._retry import RetryPolicy, classify_submit
 from ._timing import PollPolicy
 from ._transport import AiohttpTransport, Transport, check_base_url
@@ -175,7 +175,15 @@ class RunComfyClient:
         return self._cap.in_flight
 
     @property
-    def scheduler(self) -> PollScheduler:
+    def poll_stats(self) -> PollStats:
+        """A snapshot of the polling scheduler's counters (jobs tracked, checks sent)."""
+        s = self._scheduler
+        if s is None:
+            return PollStats(tracking=0, checks=0, check_failures=0)
+        return PollStats(tracking=s.tracking, checks=s.checks, check_failures=s.check_failures)
+
+    @property
+    def _poller(self) -> PollScheduler:
         """The client's polling scheduler (created on first use)."""
         if self._scheduler is None:
             if self._state is _State.CLOSED:
@@ -295,7 +303,7 @@ class RunComfyClient:
                     f"the client was closed while submitting; job {response.request_id} "
                     f"({model_id}) was created: resume it with client.track(request_id, model_id)"
                 )
-            tracked = self.scheduler.track(response.request_id, model_id)
+            tracked = self._poller.track(response.request_id, model_id)
         except BaseException:
             if not released:
                 self._cap.release()
@@ -329,10 +337,10 @@ class RunComfyClient:
         self._ready()
         check_request_id(request_id)
         prepare_request(model_id, {}, validate=False)  # the model id must be URL-safe
-        existing = self.scheduler.get(request_id)
+        existing = self._poller.get(request_id)
         if existing is not None:
             return Job(self, existing)
-        tracked = self.scheduler.track(request_id, model_id, fresh=False)
+        tracked = self._poller.track(request_id, model_id, fresh=False)
         self._cap.force_acquire()
         tracked.on_done = self._job_finished
         if tracked.done:  # pragma: no cover - track never finishes synchronously
@@ -416,11 +424,11 @@ class RunComfyClient:
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(JobEvent)`` on every job state change of this client."""
-        self.scheduler.add_listener(listener)
+        self._poller.add_listener(listener)
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling ``listener``."""
-        self.scheduler.remove_listener(listener)
+        self._poller.remove_listener(listener)
 
     async def events(self) -> AsyncIterator[JobEvent]:
         """An async stream of every job state change; it ends when the client closes."""
@@ -431,7 +439,7 @@ class RunComfyClient:
         # job's final state.
         send, receive = anyio.create_memory_object_stream[JobEvent](math.inf)
         listener = send.send_nowait
-        self.scheduler.add_listener(listener)
+        self._poller.add_listener(listener)
         self._event_streams.add(send)
         try:
             async with receive:
@@ -439,5 +447,5 @@ class RunComfyClient:
                     yield event
         finally:
             self._event_streams.discard(send)
-            self.scheduler.remove_listener(listener)
+            self._poller.remove_listener(listener)
             send.close()

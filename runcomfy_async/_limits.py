@@ -492,11 +492,11 @@ class MemoryLimits:
         return f"<MemoryLimits {self._budget!r} {self._slots!r}>"
 
     @property
-    def budget(self) -> RequestBudget:
+    def budget(self) -> Budget:
         """The in-memory request budget."""
         return self._budget
 
     @property
-    def slots(self) -> SlotLimit:
+    def slots(self) -> InFlightLimit:
         """The in-memory in-flight limit."""
         return self._slots

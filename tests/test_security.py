@@ -136,7 +136,7 @@ async def test_token_is_absent_from_every_repr_and_str(make_emulator: MakeEmulat
         client.add_listener(events.append)
         jobs = [await client.submit(KlingTextToVideo(prompt=f"fox {i}")) for i in range(6)]
         objects: list[object] = [client, client._transport, client._api, client.budget]
-        objects += [client.scheduler, *jobs]
+        objects += [client._poller, *jobs]
         for job in jobs:
             with contextlib.suppress(RunComfyError):
                 objects.append(await job)

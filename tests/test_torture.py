@@ -275,14 +275,14 @@ async def test_cancelling_map_and_as_completed_consumers(
                 consumer.cancel()
             await asyncio.gather(*consumers, return_exceptions=True)
             # What they left behind is still tracked, and still finishes.
-            leftovers = list(client.scheduler._jobs)
+            leftovers = list(client._poller._jobs)
             tail = await client.gather([KlingTextToVideo(prompt="after")])
             assert tail[0].ok
             for _ in range(200):
-                if client.scheduler.tracking == 0:
+                if client.poll_stats.tracking == 0:
                     break
                 await asyncio.sleep(0.02)
-            assert client.scheduler.tracking == 0, leftovers
+            assert client.poll_stats.tracking == 0, leftovers
     _assert_clean_shutdown(caplog)
 
 

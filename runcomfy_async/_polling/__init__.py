@@ -10,6 +10,14 @@ It knows "check this request id" (:class:`CheckAPI`), nothing of HTTP.
 """
 
 from ._dispatcher import CheckAPI, PollScheduler
-from ._tracked import JobEvent, Listener, Tracked, loop_time
+from ._tracked import JobEvent, Listener, PollStats, Tracked, loop_time
 
-__all__ = ["CheckAPI", "JobEvent", "Listener", "PollScheduler", "Tracked", "loop_time"]
+__all__ = [
+    "CheckAPI",
+    "JobEvent",
+    "Listener",
+    "PollScheduler",
+    "PollStats",
+    "Tracked",
+    "loop_time",
+]

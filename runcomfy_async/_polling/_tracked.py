@@ -10,7 +10,7 @@ import attrs
 
 from .._models import JobState, Result
 
-__all__ = ["JobEvent", "Listener", "Tracked", "loop_time"]
+__all__ = ["JobEvent", "Listener", "PollStats", "Tracked", "loop_time"]
 
 
 def loop_time() -> float:
@@ -43,6 +43,19 @@ class JobEvent:
 
 
 Listener = Callable[[JobEvent], None]
+
+
+@attrs.frozen
+class PollStats:
+    """What a client's polling scheduler has done so far.
+
+    ``tracking``: jobs in flight; ``checks``: status and result requests sent;
+    ``check_failures``: checks that failed and were retried later.
+    """
+
+    tracking: int
+    checks: int
+    check_failures: int
 
 
 class Tracked:
