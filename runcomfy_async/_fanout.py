@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -13,10 +13,19 @@ from ._job import Job
 from ._models import Result
 
 if TYPE_CHECKING:
-    from ._client import RunComfyClient
     from .inputs import ModelInput
 
-__all__ = ["Outcome", "as_completed", "map_jobs"]
+__all__ = ["Outcome", "Submitter", "as_completed", "map_jobs"]
+
+
+class Submitter(Protocol):
+    """What a fan-out needs of the client: submit one job, get its :class:`Job`."""
+
+    async def submit(
+        self, model_or_input: str | ModelInput, payload: Mapping[str, Any] | None = None
+    ) -> Job:
+        """Submit one paid job (see ``RunComfyClient.submit``)."""
+        ...
 
 
 @attrs.frozen
@@ -41,7 +50,7 @@ class Outcome:
 
 
 async def map_jobs(
-    client: RunComfyClient,
+    client: Submitter,
     model_or_inputs: str | Iterable[ModelInput],
     payloads: Iterable[Mapping[str, Any]] | None,
     *,
