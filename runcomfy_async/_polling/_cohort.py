@@ -19,6 +19,10 @@ from ._tracked import Tracked
 
 __all__ = ["ProbeCohorts"]
 
+# Flags in Tracked.cohort (written only here).
+_MEMBER = 1  # in its model's cohort: a probe candidate
+_PARKED = 2  # no due time: waits for a probe round or for the model to learn
+
 
 class ProbeCohorts:
     """Every model's cohort, its probe rounds, and which jobs are parked."""
@@ -27,7 +31,6 @@ class ProbeCohorts:
         "_cohort",
         "_due",
         "_latency",
-        "_members",
         "_parked",
         "_poke",
         "_policy",
@@ -46,12 +49,11 @@ class ProbeCohorts:
         self._latency = latency
         self._poke = poke
         self._cohort: dict[str, collections.deque[Tracked]] = {}
-        self._members: set[Tracked] = set()
-        self._parked: set[Tracked] = set()
+        self._parked = 0  # how many jobs are parked (for the repr)
         self._probe_due: dict[str, float] = {}
 
     def __repr__(self) -> str:
-        return f"<ProbeCohorts models={len(self._cohort)} parked={len(self._parked)}>"
+        return f"<ProbeCohorts models={len(self._cohort)} parked={self._parked}>"
 
     @property
     def active(self) -> bool:
@@ -64,18 +66,20 @@ class ProbeCohorts:
 
     def is_parked(self, t: Tracked) -> bool:
         """True if ``t`` waits for a probe round or for its model to learn."""
-        return t in self._parked
+        return bool(t.cohort & _PARKED)
 
     def park(self, t: Tracked) -> None:
         """Take ``t`` off the due queue; it waits in its model's cohort."""
         self._due.drop(t)
-        self._parked.add(t)
+        if not t.cohort & _PARKED:
+            self._parked += 1
+            t.cohort |= _PARKED
         self.join(t)
 
     def join(self, t: Tracked) -> None:
         """Add ``t`` to its model's cohort (a probe candidate), parked or not."""
-        if t not in self._members:
-            self._members.add(t)
+        if not t.cohort & _MEMBER:
+            t.cohort |= _MEMBER
             self._cohort.setdefault(t.model_id, collections.deque()).append(t)
         if t.model_id not in self._probe_due:
             prior = self._latency(t.model_id).minimum()
@@ -88,8 +92,9 @@ class ProbeCohorts:
     def leave(self, t: Tracked) -> None:
         """``t`` leaves its cohort (checked on demand, or finished)."""
         # The deque drops it lazily when a probe round or the learning meets it.
-        self._parked.discard(t)
-        self._members.discard(t)
+        if t.cohort & _PARKED:
+            self._parked -= 1
+        t.cohort = 0
 
     def run(self, now: float) -> float | None:
         """Put due probe rounds on the due queue; return when the next one is due."""
@@ -97,7 +102,7 @@ class ProbeCohorts:
         next_due: float | None = None
         for model_id, due in list(self._probe_due.items()):
             queue = self._cohort.get(model_id)
-            while queue and (queue[0].done or queue[0] not in self._members):
+            while queue and (queue[0].done or not queue[0].cohort & _MEMBER):
                 queue.popleft()
             if not queue:
                 self._cohort.pop(model_id, None)
@@ -116,11 +121,11 @@ class ProbeCohorts:
                     if sampled >= per_round:
                         break
                     t = queue.popleft()
-                    if t.done or t not in self._members:
+                    if t.done or not t.cohort & _MEMBER:
                         continue
                     queue.append(t)  # rotate: each round samples other jobs
                     oldest = min(oldest, t.submitted)
-                    if t.checking or (t not in self._parked and t.due <= now):
+                    if t.checking or (not t.cohort & _PARKED and t.due <= now):
                         continue  # it is being checked, or will be right away
                     self._due.push(t, now)
                     sampled += 1
@@ -142,12 +147,12 @@ class ProbeCohorts:
         if not cohort:
             return
         for t in cohort:
-            if t.done or t not in self._members:
+            if t.done or not t.cohort & _MEMBER:
                 continue
-            self._members.discard(t)
-            if t not in self._parked:
+            parked = t.cohort & _PARKED
+            self.leave(t)
+            if not parked:
                 continue
-            self._parked.discard(t)
             t.earliest = t.submitted + minimum
             # Jobs already past the minimum may have finished: check them now.
             due = (
@@ -160,7 +165,9 @@ class ProbeCohorts:
 
     def clear(self) -> None:
         """Forget every cohort (the scheduler is closing)."""
+        for cohort in self._cohort.values():
+            for t in cohort:
+                t.cohort = 0
         self._cohort.clear()
-        self._members.clear()
-        self._parked.clear()
+        self._parked = 0
         self._probe_due.clear()

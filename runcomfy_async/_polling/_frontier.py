@@ -36,7 +36,6 @@ class QueueFrontier:
         "_last_queued_seen",
         "_marks",
         "_next_round",
-        "_order",
         "_seq",
         "_unknown",
     )
@@ -47,7 +46,6 @@ class QueueFrontier:
         # ``order`` is the submit sequence: timestamps can tie, order cannot.
         self._marks: list[tuple[int, float]] = []
         self._unknown: collections.deque[Tracked] = collections.deque()
-        self._order: dict[Tracked, int] = {}
         self._seq = itertools.count()
         self._last_queued_seen = float("-inf")
         self._next_round: float | None = None
@@ -57,11 +55,12 @@ class QueueFrontier:
         return f"<QueueFrontier unknown={len(self._unknown)} marks={len(self._marks)}>"
 
     def __contains__(self, t: Tracked) -> bool:
-        return t in self._order
+        return t.fifo_order >= 0
 
     def add(self, t: Tracked) -> None:
         """A new job of this model, younger than every job added before."""
-        self._order[t] = next(self._seq)
+        # Unique within this frontier, which compares only its own jobs' orders.
+        t.fifo_order = next(self._seq)
         self._unknown.append(t)
 
     def note_queued(self, now: float) -> None:
@@ -72,7 +71,7 @@ class QueueFrontier:
         """``t`` was queued at ``now``: so was every younger job."""
         self._last_queued_seen = now
         self._idle_rounds = 0
-        order = self._order[t]
+        order = t.fifo_order
         marks = self._marks
         while marks and marks[-1][0] >= order:
             marks.pop()
@@ -80,27 +79,26 @@ class QueueFrontier:
 
     def seen_started(self, t: Tracked) -> None:
         """``t`` has started (running or finished): so has every older job."""
-        order = self._order.get(t)
-        if order is None:
+        order = t.fifo_order
+        if order < 0:
             return
         unknown = self._unknown
-        while unknown and (unknown[0].done or self._order[unknown[0]] <= order):
+        while unknown and (unknown[0].done or unknown[0].fifo_order <= order):
             unknown.popleft()
         # Marks older than the frontier only matter through the newest of them.
         if unknown:
-            left = self._order[unknown[0]]
+            left = unknown[0].fifo_order
             while len(self._marks) >= 2 and self._marks[1][0] <= left:
                 self._marks.pop(0)
 
     def forget(self, t: Tracked) -> None:
-        """``t`` finished: it has started, and it leaves the bookkeeping."""
+        """``t`` finished: it has started (its order stays: a finished job's is harmless)."""
         self.seen_started(t)
-        self._order.pop(t, None)
 
     def queued_at(self, t: Tracked) -> float | None:
         """The latest time ``t`` is known to have been queued (from older jobs' sightings)."""
-        order = self._order.get(t)
-        if order is None:
+        order = t.fifo_order
+        if order < 0:
             return None
         i = bisect.bisect_right(self._marks, (order, float("inf")))
         return self._marks[i - 1][1] if i else None
@@ -113,7 +111,7 @@ class QueueFrontier:
         """
         unknown = self._unknown
         while unknown and unknown[0].done:
-            self._order.pop(unknown.popleft(), None)
+            unknown.popleft()
         n = len(unknown)
         if not n:
             return []
