@@ -561,7 +561,7 @@ async def test_the_token_never_shows_in_reprs_logs_or_errors(
     i2v = await client.submit(KLING_STANDARD_I2V, I2V_BODY)
     t2v = await client.submit(KLING_PRO_T2V, T2V_BODY)
     seen += [repr(client), repr(client._transport), repr(client._api), repr(i2v), repr(t2v)]
-    seen += [repr(client.scheduler), repr(client.budget)]
+    seen += [repr(client._poller), repr(client.budget)]
     for _ in range(3):
         await _capture(errors, client.status(t2v.request_id))
     await _capture(errors, client.cancel(t2v.request_id))
