@@ -21,13 +21,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 import anyio.abc
 
-from .._errors import ClientStateError, JobCancelledError, JobFailedError, NotFoundError
+from .._errors import ClientStateError, JobCancelledError, NotFoundError
 from .._limits import Ticket
 from .._models import JobState, Result, Status
 from .._retry import MAX_RETRY_AFTER, CheckDecision, cap_retry_after, classify_check
@@ -35,6 +34,7 @@ from .._timing import ModelLatency, PollPolicy
 from ._cohort import ProbeCohorts
 from ._due import DueQueue
 from ._frontier import QueueFrontier
+from ._outcomes import job_error, server_duration
 from ._tracked import JobEvent, Listener, Tracked, loop_time
 
 __all__ = ["CheckAPI", "PollScheduler"]
@@ -373,26 +373,8 @@ class PollScheduler:
         if result.status is JobState.SUCCEEDED:
             self._observe(t, result, now)
             self._finish(t, result)
-        elif result.status is JobState.FAILED:
-            self._finish(
-                t,
-                JobFailedError(
-                    f"job {t.request_id} ({t.model_id}) failed: {_short(result.error)}",
-                    request_id=t.request_id,
-                    model_id=t.model_id,
-                    error=result.error,
-                    result=result,
-                ),
-            )
-        elif result.status is JobState.CANCELLED:
-            self._finish(
-                t,
-                JobCancelledError(
-                    f"job {t.request_id} ({t.model_id}) was cancelled",
-                    request_id=t.request_id,
-                    model_id=t.model_id,
-                ),
-            )
+        elif result.status.is_terminal:
+            self._finish(t, job_error(t.request_id, t.model_id, result))
         else:
             self._not_done(t, result.status, now)
 
@@ -425,7 +407,7 @@ class PollScheduler:
         self._push(t, self.policy.next_check(now=now, submitted=t.submitted, earliest=t.earliest))
 
     def _observe(self, t: Tracked, result: Result, now: float) -> None:
-        duration = _server_duration(result)
+        duration = server_duration(result)
         if duration is None or duration > now - t.submitted + 5.0:
             duration = t.last_not_done - t.submitted  # a lower bound we are sure of
         # Done at its first check: all we know is that this model can be fast.
@@ -524,27 +506,3 @@ class PollScheduler:
                 listener(event)
             except Exception:
                 logger.exception("a job event listener failed")
-
-
-def _short(value: Any, limit: int = 300) -> str:
-    """A bounded repr: a huge error payload must not flood messages and logs."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _server_duration(result: Result) -> float | None:
-    """Seconds between the server's created_at and finished_at, if both parse."""
-    start, end = _parse_time(result.created_at), _parse_time(result.finished_at)
-    if start is None or end is None:
-        return None
-    seconds = (end - start).total_seconds()
-    return seconds if seconds > 0 else None
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
