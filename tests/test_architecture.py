@@ -8,9 +8,12 @@ hidden there still means two modules that cannot be understood apart.
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 from pathlib import Path
 
 import runcomfy_async
+from runcomfy_async import _errors
 
 PACKAGE = Path(runcomfy_async.__file__).parent
 NAME = "runcomfy_async"
@@ -106,3 +109,47 @@ def test_the_core_does_not_import_the_layers_above_it() -> None:
     for module in core:
         bad = {t for t in graph[module] if t.startswith(above)}
         assert not bad, f"{module} imports {bad}"
+
+
+CORE = (
+    "_api",
+    "_client",
+    "_errors",
+    "_fanout",
+    "_job",
+    "_limits",
+    "_models",
+    "_polling",
+    "_retry",
+    "_timing",
+    "_transport",
+)
+
+
+def test_every_core_exception_is_defined_in_errors_and_drawn_in_its_tree() -> None:
+    tree = _errors.__doc__ or ""
+    for name, value in vars(_errors).items():
+        if (
+            inspect.isclass(value)
+            and issubclass(value, Exception)
+            and value.__module__ == _errors.__name__
+        ):
+            assert f" {name} " in tree or f" {name}\n" in tree, f"{name} is not in the tree"
+    for short in CORE:
+        module = importlib.import_module(f"{NAME}.{short}")
+        modules = [module]
+        if hasattr(module, "__path__"):
+            modules += [
+                importlib.import_module(f"{module.__name__}.{p.stem}")
+                for p in Path(module.__path__[0]).glob("_*.py")
+                if p.stem != "__init__"
+            ]
+        for mod in modules:
+            for name, value in vars(mod).items():
+                if inspect.isclass(value) and issubclass(value, BaseException):
+                    assert value.__module__ in (
+                        _errors.__name__,
+                        "builtins",
+                    ) or not value.__module__.startswith(NAME), (
+                        f"{mod.__name__} defines {name}: exceptions belong in _errors.py"
+                    )
