@@ -67,8 +67,9 @@ class RunComfyClient:
     - ``requests_per_second``: the shared request budget for submits and
       checks (adapts down on 429; None: unlimited until the first 429).
     - ``limits``: the budget and in-flight limit as one object (see
-      ``runcomfy_async._limits.Limits``), e.g. one shared by many processes;
-      when given, ``max_in_flight`` and ``requests_per_second`` are not used.
+      :class:`Limits`), e.g. one shared by many clients or processes; when
+      given, ``max_in_flight`` and ``requests_per_second`` are not used, and
+      closing the client does not close them (their owner does).
     - ``poll``: the :class:`PollPolicy` of the scheduler.
     - ``retry``: the :class:`RetryPolicy` for safe calls.
     - ``validate_inputs``: check payloads of known models before submitting.
@@ -96,6 +97,7 @@ class RunComfyClient:
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
+        self._owns_limits = limits is None
         if limits is None:
             limits = MemoryLimits(
                 requests_per_second=requests_per_second, max_in_flight=max_in_flight
@@ -233,8 +235,12 @@ class RunComfyClient:
         finally:
             for stream in list(self._event_streams):
                 stream.close()  # end every events() stream
-            self._cap.close()
-            self._limits.budget.close()
+            if self._owns_limits:
+                # Fails this client's waiters at once; limits given to us may
+                # serve other clients, and our waiters then fail with
+                # ClientStateError when their turn comes (the client is closed).
+                self._cap.close()
+                self._limits.budget.close()
             await self._transport.aclose()
 
     def __del__(self, _warn: Any = warnings.warn) -> None:

@@ -394,3 +394,22 @@ async def test_a_client_uses_the_limits_it_is_given_for_every_request_and_slot()
         assert limits.slots.in_flight == 0
         assert client.max_in_flight == 3
     assert limits.tokens[0] is Priority.SUBMIT and Priority.CHECK in limits.tokens
+
+
+async def test_closing_a_client_leaves_limits_it_was_given_open_for_other_clients() -> None:
+    from runcomfy_async import RunComfyClient
+    from runcomfy_async.testing import MockTransport, Request, Response
+
+    async def handler(request: Request) -> Response:
+        return Response(200, {}, b'{"request_id": "r-2", "status": "in_queue"}')
+
+    shared = MemoryLimits(requests_per_second=None, max_in_flight=2)
+    first = RunComfyClient(transport=MockTransport(handler), limits=shared)
+    await first.aclose()
+    async with RunComfyClient(
+        transport=MockTransport(handler), limits=shared, validate_inputs=False
+    ) as second:
+        job = await second.submit("vendor/model", {"prompt": "x"})  # the budget still grants
+        assert shared.slots.in_flight == 1
+    assert job.done()  # failed by the close, its slot given back
+    assert shared.slots.in_flight == 0
