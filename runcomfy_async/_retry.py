@@ -154,22 +154,20 @@ def classify_safe(exc: BaseException) -> Decision:
 
 
 def classify_download(
-    status: int | None = None,
-    *,
-    error: BaseException | None = None,
-    retry_after: float | None = None,
+    outcome: int | BaseException, *, retry_after: float | None = None
 ) -> Decision:
-    """May a download be retried after an answer ``status`` (or a transport ``error``)?
+    """May a download be retried after an answer with status ``outcome`` (or an exception)?
 
-    ``status`` 200 is not a failure and must not be passed. Connection
-    failures, timeouts and cut bodies are worth another try; any other
-    exception (a full disk, a bug) is final.
+    An answer other than 200 is retried when its status is in
+    :data:`RETRYABLE_STATUS` (after ``retry_after``, the parsed header, capped).
+    Connection failures, timeouts and cut bodies are worth another try; any
+    other exception (a full disk, a bug) is final.
     """
-    if status is not None:
-        if status in RETRYABLE_STATUS:
+    if isinstance(outcome, int):
+        if outcome in RETRYABLE_STATUS:
             return Decision(Verdict.RETRY, cap_retry_after(retry_after))
         return _RAISE
-    if isinstance(error, _DOWNLOAD_TRANSIENT):
+    if isinstance(outcome, _DOWNLOAD_TRANSIENT):
         return Decision(Verdict.RETRY)
     return _RAISE
 

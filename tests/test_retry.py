@@ -221,11 +221,11 @@ def test_a_download_retry_after_is_capped_once() -> None:
 
 
 def test_downloads_retry_connection_failures_but_not_our_own_bugs() -> None:
-    assert classify_download(error=TimeoutError()).retry
-    assert classify_download(error=ConnectionResetError()).retry
-    assert classify_download(error=aiohttp.ClientPayloadError("cut")).retry
-    assert not classify_download(error=KeyError("x")).retry
-    assert not classify_download(error=OSError(28, "No space left on device")).retry
+    assert classify_download(TimeoutError()).retry
+    assert classify_download(ConnectionResetError()).retry
+    assert classify_download(aiohttp.ClientPayloadError("cut")).retry
+    assert not classify_download(KeyError("x")).retry
+    assert not classify_download(OSError(28, "No space left on device")).retry
 
 
 def test_scheduler_checks_back_off_transient_errors_and_give_up_early_on_4xx() -> None:
