@@ -351,15 +351,15 @@ class API:
         data = await self._safe("POST", f"/v1/requests/{rid}/cancel", rid, Priority.CANCEL)
         return parse_cancel(data, rid)
 
-    def _note_status(self, error: APIStatusError) -> float | None:
+    def _note_status(self, error: APIStatusError) -> None:
+        """Tell the budget what an error answer says of the server's limit."""
         if isinstance(error, RateLimitError):
             # One absurd Retry-After must not stall every request of the client.
             self.budget.on_rate_limited(
                 cap_retry_after(error.retry_after, self.retry.max_retry_after)
             )
-            return error.retry_after
-        self.budget.on_success()
-        return error.retry_after if isinstance(error, ServerError) else None
+        else:
+            self.budget.on_success()
 
     async def _once(
         self,
