@@ -77,13 +77,18 @@ async def map_jobs(
     # Outcomes, or the producer's own error; the stream ends when every job is done.
     send, receive = anyio.create_memory_object_stream[Outcome | BaseException](math.inf)
 
+    def deliver(item: Outcome | BaseException) -> None:
+        # BrokenResourceError: the consumer has left; nobody wants this outcome.
+        with contextlib.suppress(anyio.BrokenResourceError):
+            send.send_nowait(item)
+
     async def finish(index: int, key: Any, job: Job) -> None:
         try:
             result = await job.wait(timeout)
         except Exception as exc:
-            send.send_nowait(Outcome(index, key, job, error=exc))
+            deliver(Outcome(index, key, job, error=exc))
         else:
-            send.send_nowait(Outcome(index, key, job, result=result))
+            deliver(Outcome(index, key, job, result=result))
         finally:
             limit.release()
 
@@ -102,11 +107,11 @@ async def map_jobs(
                             job = await client.submit(what, payload)
                         except Exception as exc:
                             limit.release()
-                            send.send_nowait(Outcome(index, key, error=exc))
+                            deliver(Outcome(index, key, error=exc))
                             continue
                         waiters.start_soon(finish, index, key, job)
                 except Exception as exc:  # e.g. the caller's iterable raised
-                    send.send_nowait(exc)
+                    deliver(exc)
 
     runner = asyncio.get_running_loop().create_task(run(), name="runcomfy-async map")
     try:

@@ -794,3 +794,31 @@ async def test_before_send_runs_after_slot_and_token_immediately_before_the_post
 
         await client.submit("some/model", {"prompt": "x"}, before_send=hook)
     assert order[:2] == ["hook in_flight=1", "send POST"]
+
+
+async def test_leaving_a_map_early_stops_its_run_task_and_raises_nothing() -> None:
+    from runcomfy_async.testing import MockTransport, Request, Response
+
+    submitted: list[str] = []
+
+    async def handler(request: Request) -> Response:
+        if request.method == "POST":
+            rid = f"r-{len(submitted)}"
+            submitted.append(rid)
+            return Response(200, {}, f'{{"request_id": "{rid}", "status": "in_queue"}}'.encode())
+        rid = request.path.split("/")[3]
+        return Response(200, {}, f'{{"request_id": "{rid}", "status": "succeeded"}}'.encode())
+
+    async with RunComfyClient(
+        transport=MockTransport(handler),
+        validate_inputs=False,
+        poll=PollPolicy(time_scale=0.001),
+    ) as client:
+        payloads = [{"prompt": f"p{i}"} for i in range(20)]
+        async for outcome in client.map("vendor/model", payloads, concurrency=3):
+            assert outcome.ok
+            break
+        await asyncio.sleep(0.05)
+        leftovers = [t for t in asyncio.all_tasks() if t.get_name() == "runcomfy-async map"]
+        assert leftovers == []
+        assert len(submitted) < 20  # submitting stopped when the loop was left
