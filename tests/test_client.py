@@ -797,7 +797,7 @@ async def test_before_send_runs_after_slot_and_token_immediately_before_the_post
 
 
 async def test_leaving_a_map_early_stops_its_run_task_and_raises_nothing() -> None:
-    from runcomfy_async.testing import MockTransport, Request, Response
+    from runcomfy_async.testing import MockTransport, Response
 
     submitted: list[str] = []
 
