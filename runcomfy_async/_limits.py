@@ -23,6 +23,13 @@ Jobs submitted and not yet finished, at most ``max_in_flight``. A submit that
 draws 429 after the API's own retries lowers it to what is in flight (the
 account's concurrency limit is at most that); every few finished jobs win one
 slot back. The client and every batch on it share this one limit.
+
+Both wait on plain loop futures and one loop timer rather than anyio
+primitives: anyio has no priority-ordered or resizable semaphore, and a
+thousand waiting submits must cost a future each, not a task or a cancel
+scope. Cancellation is handled where it matters (a granted but abandoned
+token or slot is passed on), and ``close()`` fails waiters with
+ClientStateError rather than cancelling them.
 """
 
 from __future__ import annotations
