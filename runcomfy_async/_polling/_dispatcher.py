@@ -4,8 +4,8 @@ Jobs wait in the :class:`~._due.DueQueue`. One run task sleeps until the
 earliest check is due, takes a ticket from the client's request budget, then
 pops whatever is most due *at that moment* (so under a tight budget the
 requests go to the jobs that have waited longest past their due time) and
-runs the check as a worker in its task group, at most
-``max_concurrent_checks`` at once. A thousand waiting jobs cost a thousand
+hands the check to one of ``max_concurrent_checks`` workers in its task
+group. A thousand waiting jobs cost a thousand
 heap entries, not a thousand sleeping tasks.
 
 When each job is checked is ``_timing.py``'s business; models with nothing
@@ -24,7 +24,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 import anyio
-import anyio.abc
 
 from .._errors import ClientStateError, JobCancelledError, NotFoundError
 from .._limits import Ticket
@@ -285,10 +284,22 @@ class PollScheduler:
             )
 
     async def _run(self) -> None:
+        # A fixed pool of workers, owned by the task group, each running one
+        # check at a time: spawning a task per check costs more than the
+        # check's own scheduling work. The queue never holds more than the
+        # free workers: the dispatcher hands a check over only with a slot.
+        work: asyncio.Queue[tuple[Tracked, Ticket]] = asyncio.Queue()
         async with anyio.create_task_group() as workers:
-            await self._dispatch(workers)
+            for i in range(self.policy.max_concurrent_checks):
+                workers.start_soon(self._worker, work, name=f"runcomfy-async check worker {i}")
+            await self._dispatch(work)
 
-    async def _dispatch(self, workers: anyio.abc.TaskGroup) -> None:
+    async def _worker(self, work: asyncio.Queue[tuple[Tracked, Ticket]]) -> None:
+        while True:
+            t, ticket = await work.get()
+            await self._check(t, ticket)
+
+    async def _dispatch(self, work: asyncio.Queue[tuple[Tracked, Ticket]]) -> None:
         loop = asyncio.get_running_loop()
         have_slot = False
         ticket: Ticket | None = None
@@ -327,7 +338,7 @@ class PollScheduler:
                     continue
                 self._due.pop()
                 t.checking = True
-                workers.start_soon(self._check, t, ticket, name=f"check {t.request_id}")
+                work.put_nowait((t, ticket))
                 have_slot, ticket = False, None
         finally:
             if have_slot:
