@@ -14,7 +14,7 @@ least any schedule meeting that bound can spend without knowing the job.
 
 For a model it has never seen, the scheduler learns the minimum from the
 first jobs that finish: a few *probe* checks per round go to the oldest of its
-parked jobs while the rest wait; see ``_scheduler.py``.
+parked jobs while the rest wait; see ``_polling/``.
 
 Nothing here assumes a time scale: intervals are shares of the model's
 minimum or of the job's age (``PollPolicy.plan_next``, ``first_probe``), the
@@ -89,7 +89,7 @@ class PollPolicy:
       started while an older job of its model was still queued; one check of
       the oldest queued job then stands for every younger one, and while jobs
       queue, ``frontier_probes`` checks a round near the start frontier date
-      every job's start (see ``_frontier.py``).
+      every job's start (see ``_polling/_frontier.py``).
     - ``time_scale``: multiplies every duration above (priors too); the
       emulator's ``time_scale`` goes here so tests run in milliseconds.
 
