@@ -77,7 +77,7 @@ async def test_no_token_names_no_http_status_for_a_request_never_made() -> None:
 
 def _readme_emulator_snippet() -> str:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## The emulator") :]
+    section = text[text.index("Use it to test your own app offline") :]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match is not None
     return match.group(1)
