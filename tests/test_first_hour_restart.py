@@ -122,7 +122,7 @@ async def test_the_readme_demo_stopped_and_run_again_keeps_every_clip_right(
     args += ["--out", str(out)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNCOMFY_")}
 
-    async def run(*extra: str, stop: bool = False) -> dict[str, Any]:
+    async def run(*extra: str, stop: bool = False) -> tuple[dict[str, Any], str]:
         proc = await asyncio.create_subprocess_exec(
             *args, *extra, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
@@ -135,12 +135,14 @@ async def test_the_readme_demo_stopped_and_run_again_keeps_every_clip_right(
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode in ((130,) if stop else (0, 1)), stdout + stderr
         report: dict[str, Any] = json.loads((out / "report.json").read_text())
-        return report
+        return report, stdout.decode()
 
-    first = await run(stop=True)
+    first, said = await run(stop=True)
     assert first["interrupted"] and first["counts"].get("succeeded", 0) >= 3
-    second = await run()  # a new emulator: it knows none of the first run's ids
-    final = second if second["ok"] else await run("--retry-failed")
+    if first["counts"].get("in_flight"):
+        assert "note: --emulator serves from inside this command" in said
+    second, _ = await run()  # a new emulator: it knows none of the first run's ids
+    final = second if second["ok"] else (await run("--retry-failed"))[0]
     assert final["counts"] == {"succeeded": 12}
 
     ids = [job["request_id"] for job in final["jobs"]]

@@ -102,6 +102,14 @@ async def cmd_batch(args: argparse.Namespace) -> int:
         print_error(fatal, debug=debug)
         return EXIT_USAGE
     print(report.summary())
+    in_flight = report.counts.get("in_flight", 0)
+    if in_flight and getattr(args, "emulator", False):
+        # The embedded emulator ends with this command, and its jobs with it.
+        print(
+            f"\nnote: --emulator serves from inside this command: its {in_flight} job(s) in "
+            "flight end with it. A rerun finds them unknown to its new emulator (404, "
+            "failed); add --retry-failed to submit them again."
+        )
     if fatal is not None:
         print_error(fatal, debug=debug)
     return report.exit_code
