@@ -33,6 +33,10 @@ __all__ = ["EmulatorCatalog", "SyntheticModel"]
 _Auth = Callable[[web.Request], "str | None"]
 _MAX_LIMIT = 500
 
+#: What a default emulator's balance route answers (USD): enough that demo
+#: and test batches are not stopped by the balance check unless they ask.
+DEFAULT_BALANCE_USD = 10_000.0
+
 
 @attrs.frozen
 class SyntheticModel:
@@ -95,7 +99,7 @@ class EmulatorCatalog:
         *,
         registry: Registry | None = None,
         extra_models: Iterable[SyntheticModel] = (),
-        balance_usd: float = 100.0,
+        balance_usd: float = DEFAULT_BALANCE_USD,
     ) -> None:
         reg = registry or DEFAULT_REGISTRY
         self._entries: dict[str, dict[str, Any]] = {}

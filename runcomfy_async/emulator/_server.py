@@ -12,7 +12,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ._api import ApiOrigin, Route
-from ._catalog import EmulatorCatalog, SyntheticModel
+from ._catalog import DEFAULT_BALANCE_USD, EmulatorCatalog, SyntheticModel
 from ._config import ModelProfile, default_models
 from ._counters import Counters
 from ._faults import FaultInjector, Faults
@@ -83,7 +83,8 @@ class Emulator:
       limit. ``emu.counters`` tracks the most jobs per token at once.
     - ``catalog_models``: extra :class:`SyntheticModel` entries (schema and
       price) the catalog routes list besides the package's bundled specs;
-    - ``balance_usd``: what the balance route answers (``emu.catalog.balance_usd``).
+    - ``balance_usd``: what the balance route answers (``emu.catalog.balance_usd``;
+      10,000 USD by default, so only a test that asks meets the balance check).
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class Emulator:
         queue: QueueDiscipline = "fifo",
         max_jobs_per_token: int | None = None,
         catalog_models: Collection[SyntheticModel] = (),
-        balance_usd: float = 100.0,
+        balance_usd: float = DEFAULT_BALANCE_USD,
     ) -> None:
         tokens = (token,) if isinstance(token, str) else tuple(token)
         if not tokens or not all(isinstance(t, str) and t for t in tokens):
