@@ -26,7 +26,7 @@ from .._errors import (
     ManifestProblem,
     RunComfyError,
 )
-from ..catalog import Registry
+from ..catalog import Registry, get_spec
 from ..inputs import PriceTable, estimate_cost
 from ._lifecycle import JobOutcome
 from ._manifest import Manifest, ManifestChecks, ManifestEntry
@@ -114,6 +114,26 @@ def _priced_input(entry: ManifestEntry) -> Mapping[str, Any]:
             target = target[key]
         target[f.location[-1]] = _STAND_IN_URL
     return body
+
+
+def _unpriced_reason(
+    entry: ManifestEntry, prices: PriceTable | None, registry: Registry | None
+) -> str:
+    """Why :func:`entry_cost` gave None for ``entry``, and what the user can do."""
+    spec = get_spec(entry.model, registry)
+    listed = prices is not None and entry.model in prices
+    if listed or (spec is not None and spec.price is not None and spec.price.estimable):
+        unit = "second" if listed or (spec and spec.price and spec.price.unit == "second") else ""
+        if unit:
+            return (
+                f"{entry.model} is priced per second and the input gives no usable "
+                "'duration'; add one"
+            )
+        return f"its input is not one {entry.model} takes (check it without --no-validate)"
+    return (
+        f"no price is known for {entry.model}; give one with --price "
+        f"{entry.model}=USD_PER_SECOND or --prices FILE (prices= in Python)"
+    )
 
 
 def estimate_batch(
@@ -395,12 +415,12 @@ def check_cost_limit(
     entries = list(to_submit)
     estimate = estimate_batch(entries, prices=prices, registry=registry)
     if estimate.unpriced:
-        models = sorted({e.model for e in entries if e.id in set(estimate.unpriced)})
+        unpriced = set(estimate.unpriced)
+        first = next(e for e in entries if e.id in unpriced)
         raise CostLimitError(
-            f"cannot enforce max cost ${limit:.2f}: no price is known for "
-            f"{len(estimate.unpriced)} job(s) (e.g. {estimate.unpriced[0]}, model "
-            f"{models[0]}); give one with --price {models[0]}=USD_PER_SECOND or --prices "
-            "FILE (prices= in Python); nothing was submitted",
+            f"cannot enforce max cost ${limit:.2f}: {len(unpriced)} job(s) cannot be priced "
+            f"(e.g. {first.id}: {_unpriced_reason(first, prices, registry)}); "
+            "nothing was submitted",
             estimate=estimate,
             limit=limit,
         )

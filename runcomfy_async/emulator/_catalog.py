@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from ..catalog import DEFAULT_REGISTRY, ModelSpec, Registry
+from ..catalog import DEFAULT_REGISTRY, ModelInfo, ModelSpec, Registry
 from ._config import ModelProfile
 
 __all__ = ["EmulatorCatalog", "SyntheticModel"]
@@ -102,13 +102,17 @@ class EmulatorCatalog:
         balance_usd: float = DEFAULT_BALANCE_USD,
     ) -> None:
         reg = registry or DEFAULT_REGISTRY
+        #: The specs submits are validated with: ``reg`` plus each synthetic model,
+        #: read from its catalog entry exactly as a client reads it (same problems).
+        self.registry = Registry(parent=reg)
         self._entries: dict[str, dict[str, Any]] = {}
         for model_id in sorted(reg.model_ids()):
             spec = reg.get(model_id)
             if spec is not None:
                 self._entries[model_id] = _spec_entry(spec)
         for model in extra_models:
-            self._entries[model.model_id] = model.entry()
+            self._entries[model.model_id] = entry = model.entry()
+            self.registry.add(ModelInfo.from_json(entry).to_spec(reg.get(model.model_id)))
         #: What ``GET /prod/v2/balance`` answers; tests may change it.
         self.balance_usd = balance_usd
 
