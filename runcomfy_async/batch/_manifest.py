@@ -87,6 +87,8 @@ _IGNORE_COMMENT = re.compile(r"#\s*ignore\s*:(.*)", re.IGNORECASE)
 # letter is a path, hence two letters at least).
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
 _SNIFF_BYTES: Final = 64
+# Stands in for a file already reported, so the schema does not report it twice.
+_STAND_IN: Final = "https://local-file.invalid/reported"
 
 #: What an unknown input field's problem suggests on a manifest line.
 _UNKNOWN_ADVICE: Final = "--allow-unknown-fields sends it anyway"
@@ -615,6 +617,7 @@ class _Collector:
             except OSError as exc:
                 if not self.checks.validate:
                     continue  # not a file we can read: sent as written, unchecked
+                _put(body, location, _STAND_IN)  # reported here, not again by the schema
                 folder = str(self.base_dir) if str(self.base_dir) != "." else "the current folder"
                 self.problem(
                     line,
@@ -633,6 +636,7 @@ class _Collector:
                     "(PNG, JPEG, GIF, BMP, WebP, AVIF, HEIC, MP4, MOV, M4V, WebM, MKV, AVI)",
                     job_id,
                 )
+                _put(body, location, _STAND_IN)
                 ok = False
                 continue
             kind = media_type.split("/")[0]
@@ -644,6 +648,7 @@ class _Collector:
                     "inline; host it and give its https:// URL instead",
                     job_id,
                 )
+                _put(body, location, _STAND_IN)
                 ok = False
                 continue
             _put(body, location, f"data:{media_type};base64,")
