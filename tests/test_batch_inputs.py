@@ -440,3 +440,21 @@ async def test_the_emulator_refuses_a_bad_catalog_model_input_as_the_client_woul
     assert sorted(d["msg"] for d in detail) == sorted(p.rule for p in problems)
     assert len(problems) == 2
     assert len(emu.jobs) == 0
+
+
+def test_the_cli_skips_invalid_lines_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = write(
+        tmp_path / "jobs.jsonl",
+        line(id="a", model=T2V, input={"prompt": "a fox", "duration": 3}),
+        line(id="b", model=T2V, input={"prompt": "x", "duration": 99}),
+    )
+    out = tmp_path / "out"
+    args = ["batch", str(manifest), "--out", str(out), "--emulator", "--no-progress"]
+    assert cli.main([*args, "--skip-invalid"]) == 1
+    captured = capsys.readouterr()
+    assert "skipped 1 bad line(s)" in captured.err
+    assert "line 2 (b): input.duration" in captured.err
+    report = json.loads((out / "report.json").read_text())
+    assert [(j["id"], j["outcome"]) for j in report["jobs"]] == [("a", "succeeded")]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 
 from .._errors import (
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("runcomfy_async")
 
 _STAND_IN_URL = "https://local-file.invalid/manifest-path"
+
+#: Seconds the balance may take to answer before a run goes on without it
+#: (the transport retries; an unreachable wallet must not hold a dry run for minutes).
+BALANCE_TIMEOUT = 10.0
 
 __all__ = [
     "BatchPreview",
@@ -459,13 +464,16 @@ async def read_balance(client: RunComfyClient) -> float | None:
     An unreadable wallet is no reason to refuse a run: the submits will say
     soon enough if the token or the balance is the trouble.
     """
-    try:
-        balance = await client.balance()
-    except (RunComfyError, ValueError, OSError) as exc:
-        # ValueError: a transport that refuses the wallet's origin (a custom one)
-        logger.warning("could not read the account balance (not checked): %s", exc)
-        return None
-    return balance.usd
+    with anyio.move_on_after(BALANCE_TIMEOUT):
+        try:
+            balance = await client.balance()
+        except (RunComfyError, ValueError, OSError) as exc:
+            # ValueError: a transport that refuses the wallet's origin (a custom one)
+            logger.warning("could not read the account balance (not checked): %s", exc)
+            return None
+        return balance.usd
+    logger.warning("the account balance did not answer in %g s (not checked)", BALANCE_TIMEOUT)
+    return None
 
 
 async def check_spend(
