@@ -298,7 +298,7 @@ def test_csv_line_numbers_count_the_comment_lines() -> None:
 
 
 def test_ignoring_a_column_the_header_lacks_is_a_header_problem() -> None:
-    with pytest.raises(ManifestError, match="--ignore-columns names 'note'"):
+    with pytest.raises(ManifestError, match="column 'note' is to be ignored"):
         Manifest.parse_csv(f"model,prompt\n{T2V},x\n", checks=ManifestChecks(ignore_columns="note"))
 
 

@@ -335,8 +335,8 @@ class Manifest:
         for name in sorted(ignore - set(columns)):
             collector.problem(
                 skip + 1,
-                f"--ignore-columns names {name!r}, which is not a column "
-                f"(the columns are {', '.join(columns)})",
+                f"column {name!r} is to be ignored (--ignore-columns or '# ignore:') but the "
+                f"header has no such column (it has {', '.join(columns)})",
                 kind="header line",
             )
             header_ok = False
@@ -480,6 +480,9 @@ class _Collector:
         self.problems: list[ManifestProblem] = []
         self.ids: dict[str, tuple[int, str]] = {}
         self.unvalidated: set[str] = set()
+        # per model and per file, not per line: a 10,000-line manifest often names a few
+        self._column_types: dict[str, dict[str, str]] = {}
+        self._heads: dict[Path, tuple[bytes, int]] = {}
 
     def problem(self, line: int, message: str, job_id: str | None = None, kind: str = "") -> None:
         self.problems.append(ManifestProblem(line, message, job_id, kind or self.kind))
@@ -602,7 +605,8 @@ class _Collector:
         file replaced by an empty ``data:`` URI of its sniffed type, so the
         schema checks its kind and format) and the placeholders' paths.
         """
-        body: dict[str, Any] = _copy(payload)
+        # a deep copy only where files are put in (the common line has none)
+        body: dict[str, Any] = _copy(payload) if found else dict(payload)
         files: list[LocalFile] = []
         written: dict[str, str] = {}
         ok = True
@@ -611,9 +615,7 @@ class _Collector:
             given = Path(value).expanduser()
             resolved = given if given.is_absolute() else self.base_dir / given
             try:
-                with open(resolved, "rb") as f:
-                    head = f.read(_SNIFF_BYTES)
-                    size = os.fstat(f.fileno()).st_size
+                head, size = self._head(resolved)
             except OSError as exc:
                 if not self.checks.validate:
                     continue  # not a file we can read: sent as written, unchecked
@@ -656,6 +658,15 @@ class _Collector:
             files.append(LocalFile(location, value, resolved.absolute()))
         return (tuple(files) if ok else None), body, written
 
+    def _head(self, path: Path) -> tuple[bytes, int]:
+        """The first bytes and the size of the file at ``path`` (read once per manifest)."""
+        known = self._heads.get(path)
+        if known is None:
+            with open(path, "rb") as f:
+                known = f.read(_SNIFF_BYTES), os.fstat(f.fileno()).st_size
+            self._heads[path] = known
+        return known
+
     def _claim(self, line: int, job_id: str, digest: str | None) -> bool:
         """Record that ``line`` uses ``job_id``; report it if another line already does."""
         # Case-insensitively: clip-1 and CLIP-1 are one file on macOS and Windows.
@@ -695,7 +706,10 @@ class _Collector:
         }
         job_id = cells.get("id")
         model = cells.get("model")
-        types = csv_column_types(model, self.checks.registry) if model else {}
+        types = self._column_types.get(model or "")
+        if types is None:
+            types = csv_column_types(model, self.checks.registry) if model else {}
+            self._column_types[model or ""] = types
         obj: dict[str, Any] = {}
         payload: dict[str, Any] = {}
         ok = True
