@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_thread
 import attrs
 
 from .._errors import (
@@ -205,7 +206,9 @@ async def fetch_specs(manifest: Manifest, client: RunComfyClient) -> Manifest:
         fetched = fetched or spec is not None
     if not fetched and manifest.checks.registry is registry:
         return manifest
-    return manifest.recheck(attrs.evolve(manifest.checks, registry=registry))
+    checks = attrs.evolve(manifest.checks, registry=registry)
+    # a recheck parses again and looks at local files: blocking work, in a thread
+    return await anyio.to_thread.run_sync(manifest.recheck, checks)
 
 
 # -- planning: manifest x journal -> what this run does ---------------------------------
