@@ -53,6 +53,10 @@ __all__ = ["REPORT_NAME", "BatchRunner", "run_batch"]
 
 logger = logging.getLogger("runcomfy_async")
 
+#: Jobs offered for cancelling on an interrupt: queued ones, and adopted ones not
+#: checked yet (UNKNOWN: possibly queued; a cancel of a running one is a no-op).
+_MAY_BE_QUEUED = frozenset({JobState.QUEUED, JobState.UNKNOWN})
+
 REPORT_NAME = "report.json"
 """The report's file name inside the output directory."""
 
@@ -366,7 +370,7 @@ class BatchRunner:
     async def _cancel_queued(self) -> None:
         ctx = self._ctx
         assert ctx is not None
-        queued = {i: j for i, j in ctx.inflight.items() if j.status is JobState.QUEUED}
+        queued = {i: j for i, j in ctx.inflight.items() if j.state in _MAY_BE_QUEUED}
         if not queued:
             return
         cancel = self.options.cancel_on_interrupt
@@ -377,7 +381,7 @@ class BatchRunner:
 
         async def one(job_id: str, job: Job) -> None:
             try:
-                cancelled = await job.cancel()
+                cancelled = (await job.cancel()).cancelled
             except RunComfyError as exc:
                 logger.warning("could not cancel %s (%s): %s", job_id, job.request_id, exc)
                 return
