@@ -43,9 +43,7 @@ def quiet_asyncio(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptur
 
 
 def _client(te: ThreadedEmulator, scale: float) -> RunComfyClient:
-    return RunComfyClient(
-        te.emu.token, base_url=te.emu.base_url, poll=PollPolicy(time_scale=scale)
-    )
+    return RunComfyClient(te.emu.token, base_url=te.emu.base_url, poll=PollPolicy(time_scale=scale))
 
 
 def test_a_client_used_by_a_second_asyncio_run_refuses_clearly(
@@ -113,7 +111,7 @@ def test_a_client_cannot_be_used_from_another_running_loop(
         te.call(open_here())  # opened on the emulator's loop, in its thread
 
         async def use_elsewhere() -> None:
-            with pytest.raises(ClientStateError, match="still running.*another loop"):
+            with pytest.raises(ClientStateError, match=r"still running.*another loop"):
                 await client.submit(KLING_PRO_T2V, BODY)
             with pytest.raises(ClientStateError, match="another loop"):
                 client.track("0f3c9a52-1d2b-4c6e-9a7f-5b8d2e4c6a10", KLING_PRO_T2V)

@@ -202,7 +202,7 @@ async def test_a_timeout_that_cannot_cancel_says_the_job_keeps_running() -> None
     server = Server(state="in_progress", cancel="not_cancellable")
     async with _client(server) as client:
         job = await client.submit(MODEL, {"prompt": "x"})
-        with pytest.raises(JobTimeoutError, match="refused to cancel.*keeps running and billing"):
+        with pytest.raises(JobTimeoutError, match=r"refused to cancel.*keeps running and billing"):
             await job.wait(0.05, cancel_on_timeout=True)
         assert server.sent(_is_cancel) == 1
 
