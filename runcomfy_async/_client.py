@@ -420,8 +420,19 @@ class RunComfyClient:
             if self._state is _State.CLOSED:
                 return
             if self._loop.is_closed():
-                # Nothing can run on a closed loop: mark it closed, release nothing.
+                # Nothing can run on a closed loop: mark it closed, release
+                # nothing, but say which jobs were left in flight.
                 self._state = _State.CLOSED
+                lost = [f"{t.request_id} ({t.model_id})" for t in self._tracked.values()]
+                if lost:
+                    logger.warning(
+                        "%r was closed after its event loop closed; %d job(s) were in flight "
+                        "and may still run (and bill) on the server: %s; resume each with "
+                        "client.track(request_id, model_id) on a new client",
+                        self,
+                        len(lost),
+                        ", ".join(lost),
+                    )
                 return
             raise ClientStateError(self._foreign_loop_message())
         if self._closed_event is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 from collections.abc import Iterator
 
@@ -24,8 +25,10 @@ from emuthread import ThreadedEmulator
 
 from runcomfy_async import ClientStateError, JobState, PollPolicy, RunComfyClient
 from runcomfy_async.emulator import KLING_PRO_T2V
+from runcomfy_async.testing import MockTransport, Request, Response
 
 BODY = {"prompt": "a red fox in the snow"}
+RID = "0f3c9a52-1d2b-4c6e-9a7f-5b8d2e4c6a10"
 #: Kling pro (90-200 s) takes 0.2-0.4 s: a job finishes within one test.
 FAST = 0.002
 #: A job takes minutes: it is still in flight when the first run ends.
@@ -114,7 +117,7 @@ def test_a_client_cannot_be_used_from_another_running_loop(
             with pytest.raises(ClientStateError, match=r"still running.*another loop"):
                 await client.submit(KLING_PRO_T2V, BODY)
             with pytest.raises(ClientStateError, match="another loop"):
-                client.track("0f3c9a52-1d2b-4c6e-9a7f-5b8d2e4c6a10", KLING_PRO_T2V)
+                client.track(RID, KLING_PRO_T2V)
             with pytest.raises(ClientStateError, match="another loop"):
                 await client.aclose()  # its connections live on the other loop
 
@@ -140,3 +143,33 @@ def test_a_job_cannot_be_awaited_from_another_loop() -> None:
 
         asyncio.run(wait_elsewhere())
         te.call(client.aclose())
+
+
+def test_a_client_left_open_on_a_manually_closed_loop_is_refused_and_names_its_jobs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def queued(request: Request) -> Response:
+        body = {"request_id": RID, "status": "in_queue"}
+        return Response(200, {}, json.dumps(body).encode())
+
+    client = RunComfyClient(
+        transport=MockTransport(queued), validate_inputs=False, requests_per_second=None
+    )
+    loop = asyncio.new_event_loop()
+
+    async def submit() -> str:
+        job = await client.submit("vendor/model", {"prompt": "x"})
+        await asyncio.sleep(0.01)
+        return job.request_id
+
+    # No asyncio.run(): the loop is closed without cancelling its tasks, so
+    # the client never hears of it.
+    assert loop.run_until_complete(submit()) == RID
+    loop.close()
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(ClientStateError, match="now closed, and was not closed first"):
+        asyncio.run(client.balance())
+    asyncio.run(client.aclose())  # marks it closed; nothing can run on the dead loop
+    assert client.closed
+    warned = [r.getMessage() for r in caplog.records if r.name == "runcomfy_async"]
+    assert len(warned) == 1 and RID in warned[0] and "may still run" in warned[0]
