@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import html
 import json
+import logging
 import math
 import os
 import re
@@ -31,14 +32,29 @@ from urllib.parse import quote
 
 import attrs
 
-from ._journal import Journal
-from ._report import _HINTS
+from .._errors import JournalError
 from .._version import __version__
+from ._journal import Journal
+from ._manifest import ManifestEntry
+from ._plan import entry_cost
+from ._report import _HINTS, BatchReport, job_report
+from ._rows import JournalRow, JournalState
 
-__all__ = ["GALLERY_NAME", "gallery_html", "render_gallery", "write_gallery"]
+__all__ = [
+    "GALLERY_NAME",
+    "gallery_html",
+    "journal_report",
+    "notebook_gallery",
+    "render_gallery",
+    "save_gallery",
+    "write_gallery",
+]
+
+logger = logging.getLogger("runcomfy_async")
 
 GALLERY_NAME = "report.html"
 """The gallery's file name inside the output directory."""
+REPORT_NAME = "report.json"  # the runner's name too (it imports this module)
 
 _VIDEO = (".mp4", ".webm", ".mov", ".m4v")
 _IMAGE = (".png", ".jpg", ".jpeg", ".webp", ".gif")
@@ -47,15 +63,6 @@ _PROMPT_CHARS = 140
 # scrolled near: a thousand <video> elements keep a browser busy for most of a minute.
 _EAGER_CLIPS = 48
 _HINT_CANCELLED = "cancelled on the server: rerun with --retry-failed to submit it again"
-# Journal states as report outcomes, for a directory with a journal but no report.json.
-_OUTCOME_OF_STATE = {
-    "planned": "not_submitted",
-    "submitting": "outcome_unknown",
-    "submitted": "in_flight",
-    "finished": "download_failed",
-    "downloaded": "succeeded",
-    "unknown": "outcome_unknown",
-}  # failed and cancelled keep their names
 
 
 def _e(value: object) -> str:
@@ -78,9 +85,12 @@ class _Job:
     estimated_cost: float | None
     prompt: str
     clip_seconds: float | None
+    sending: float | None  # its submit could leave
     submitted: float | None  # the client had the request id
+    started: float | None  # the client first saw it running
     server_done: float | None  # the server says it finished (its clock, clamped)
     noticed: float | None  # the client saw it end
+    download_started: float | None  # a download worker took it
     downloaded: float | None  # its files were saved
 
     @property
@@ -112,10 +122,13 @@ def _jobs(report: Mapping[str, Any], rows: Mapping[str, Any]) -> list[_Job]:
         payload = row.get("input") or {}
         result = row.get("result") or {}
         submitted, noticed = _number(row.get("submitted_at")), _number(row.get("finished_at"))
+        started = _number(row.get("started_at"))
+        if started is not None and (submitted is None or started < submitted):
+            started = None  # from an earlier attempt, or an impossible reading
         server_done = _epoch(result.get("finished_at")) if result.get("finished_at") else None
         if server_done is not None and submitted is not None and noticed is not None:
-            # The server's clock is not ours: keep its "done" between our two readings.
-            server_done = min(max(server_done, submitted), noticed)
+            # The server's clock is not ours: keep its "done" between our readings.
+            server_done = min(max(server_done, started or submitted), noticed)
         out.append(
             _Job(
                 id=str(item.get("id")),
@@ -129,9 +142,12 @@ def _jobs(report: Mapping[str, Any], rows: Mapping[str, Any]) -> list[_Job]:
                 estimated_cost=_number(item.get("estimated_cost")),
                 prompt=str(payload.get("prompt") or ""),
                 clip_seconds=_number(payload.get("duration")),
+                sending=_number(row.get("sending_at")),
                 submitted=submitted,
+                started=started,
                 server_done=server_done,
                 noticed=noticed,
+                download_started=_number(row.get("download_started_at")),
                 downloaded=_number(row.get("downloaded_at")),
             )
         )
@@ -212,11 +228,37 @@ def _ticks(span: float) -> float:
     return next(m * step for m in (1, 2, 5, 10) if m * step >= raw)
 
 
+def _spans(job: _Job, stop: float) -> list[tuple[str, float | None, float | None, str]]:
+    """One job's spans: ``(css kind, start, end, what it was)``; missing times drop a span."""
+    on_server = job.server_done or job.noticed or stop  # still running: to the run's end
+    spans: list[tuple[str, float | None, float | None, str]] = [
+        ("send", job.sending, job.submitted, "sending the submit"),
+    ]
+    if job.started is not None:
+        spans += [
+            ("queued", job.submitted, job.started, "queued, or not checked yet"),
+            ("running", job.started, on_server, "running"),
+        ]
+    else:  # never seen running (finished before a check saw it), or an older journal
+        spans.append(("server", job.submitted, on_server, "queued and running"))
+    spans.append(("noticed", job.server_done, job.noticed, "done, until the client noticed"))
+    if job.download_started is not None:
+        spans += [
+            ("dlwait", job.noticed, job.download_started, "waiting for a download slot"),
+            ("download", job.download_started, job.downloaded, "downloading"),
+        ]
+    else:
+        spans.append(("download", job.noticed, job.downloaded, "downloading"))
+    return spans
+
+
 def _timeline(jobs: list[_Job], start: float | None, stop: float | None) -> str:
     timed = [j for j in jobs if j.submitted is not None]
     if not timed:
         return '<p class="empty">No job was submitted: nothing to draw.</p>'
-    ends = [t for j in timed for t in (j.submitted, j.noticed, j.downloaded) if t is not None]
+    ends = [
+        t for j in timed for t in (j.sending, j.submitted, j.noticed, j.downloaded) if t is not None
+    ]
     t0 = min([*ends, *([start] if start is not None else [])])
     if stop is None or all(j.noticed is not None for j in timed):
         stop = max(ends)
@@ -244,11 +286,7 @@ def _timeline(jobs: list[_Job], start: float | None, stop: float | None) -> str:
         y = top + i * row_h
         tip = [f"{job.id}: {job.outcome}"]
         bars = []
-        spans = [
-            ("server", job.submitted, job.server_done or job.noticed or stop, "queued + running"),
-            ("noticed", job.server_done, job.noticed, "until the client noticed"),
-            ("download", job.noticed, job.downloaded, "downloading"),
-        ]
+        spans = _spans(job, stop)
         for kind, a, b, what in spans:
             if a is None or b is None or b < a:
                 continue
@@ -377,40 +415,117 @@ def render_gallery(
     )
 
 
+def journal_report(
+    out_dir: str | os.PathLike[str], rows: Mapping[str, JournalRow] | None = None
+) -> dict[str, Any]:
+    """The report of an output directory, as ``report.json``'s dict (blocking).
+
+    The jobs come from the journal (``rows``, read from ``out_dir`` when not
+    given): what it says is the truth, even when a run was killed before it
+    wrote ``report.json``. ``report.json`` is used as it is only when it was
+    written after the journal's last change (it is that run's own report, with
+    its request count); without a journal it is all there is. Raises
+    :class:`FileNotFoundError` when the directory has neither, and
+    :class:`JournalError` when a run holds the journal.
+    """
+    directory = Path(out_dir)
+    if rows is None:
+        rows = Journal.read(directory) or {}
+    saved: dict[str, Any] | None = None
+    path = directory / REPORT_NAME
+    if path.is_file():
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            loaded = None  # cut short or edited: the journal knows better
+        if isinstance(loaded, dict):
+            saved = loaded
+    if not rows:
+        if saved is None:
+            raise FileNotFoundError(
+                f"{directory} holds no batch: neither a journal nor {REPORT_NAME}"
+            )
+        return saved
+    last_change = max(r.updated_at for r in rows.values())
+    finished = _number(saved.get("finished_at")) if saved else None
+    if saved is not None and finished is not None and finished >= last_change:
+        return saved
+    jobs = tuple(
+        job_report(
+            ManifestEntry(r.id, r.model, r.input, r.line, r.entry_hash),
+            r,
+            estimated_cost=entry_cost(ManifestEntry(r.id, r.model, r.input, r.line), None),
+        )
+        for r in rows.values()
+    )
+    starts = [t for r in rows.values() for t in (r.sending_at, r.submitted_at) if t is not None]
+    open_states = {JournalState.PLANNED, JournalState.SUBMITTING, JournalState.SUBMITTED}
+    report = BatchReport(
+        out_dir=str(directory),
+        jobs=jobs,
+        started_at=min(starts, default=last_change),
+        # The last the journal heard: where the jobs still open are drawn to.
+        finished_at=last_change,
+        interrupted=any(r.state in open_states for r in rows.values()),
+    )
+    return report.as_dict()
+
+
 def write_gallery(
     out_dir: str | os.PathLike[str],
     *,
     report: Mapping[str, Any] | None = None,
+    rows: Mapping[str, JournalRow] | None = None,
     requests: int | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` and return its path (blocking: call it in a thread).
 
-    ``report`` defaults to ``out_dir/report.json``; without that file (a batch
-    killed before its end) the jobs come from the journal alone.
+    ``report`` (``report.json``'s dict) defaults to :func:`journal_report`,
+    ``rows`` to the directory's journal read afresh (pass them while a run
+    holds it). Raises :class:`FileNotFoundError` when there is no batch there.
     """
     directory = Path(out_dir)
-    rows = Journal.read(directory) or {}
+    if rows is None:
+        rows = Journal.read(directory) or {}
     if report is None:
-        path = directory / "report.json"
-        if path.is_file():
-            report = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            # Model, line and request id come from the rows too (see _jobs).
-            jobs: list[dict[str, Any]] = [
-                {
-                    "id": r.id,
-                    "outcome": _OUTCOME_OF_STATE.get(r.state.value, r.state.value),
-                    "files": [str(f.get("name")) for f in r.files],
-                    "error": r.error,
-                }
-                for r in rows.values()
-            ]
-            last = max((r.updated_at for r in rows.values()), default=None)
-            report = {"out_dir": str(directory), "interrupted": True, "jobs": jobs}
-            report["finished_at"] = last  # the last the journal heard: where open jobs end
+        report = journal_report(directory, rows)
     text = render_gallery(report, rows, requests=requests)
     target = directory / GALLERY_NAME
     part = target.with_name(f".{GALLERY_NAME}.part")
     part.write_text(text, encoding="utf-8")
     os.replace(part, target)
     return target
+
+
+def save_gallery(
+    out_dir: str | os.PathLike[str], report: BatchReport, rows: Mapping[str, JournalRow]
+) -> Path | None:
+    """Write a finished run's ``report.html`` (blocking); on a disk error log it, return None.
+
+    The page is a view of ``report.json``: failing to write it must not turn a
+    batch that did its work into an error.
+    """
+    try:
+        return write_gallery(out_dir, report=report.as_dict(), rows=rows)
+    except OSError as exc:
+        logger.warning("could not write %s in %s: %s", GALLERY_NAME, out_dir, exc)
+        return None
+
+
+def notebook_gallery(report: BatchReport) -> str:
+    """The gallery of a :class:`BatchReport` for a notebook (``_repr_html_``).
+
+    Files are linked relative to the working directory, which is the
+    notebook's folder in Jupyter; the journal's times are read when the
+    directory's journal can be read (not while a run holds it).
+    """
+    try:
+        rows: Mapping[str, JournalRow] = Journal.read(report.out_dir) or {}
+    except (JournalError, OSError):
+        rows = {}
+    try:
+        base = os.path.relpath(report.out_dir)
+    except ValueError:  # another drive (Windows): the absolute path
+        base = os.path.abspath(report.out_dir)
+    base = "" if base == os.curdir else Path(base).as_posix()
+    return gallery_html(report.as_dict(), rows, media_base=base)

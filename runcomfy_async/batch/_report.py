@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping
-from html import escape
 from typing import Any
 
 import attrs
@@ -75,7 +74,9 @@ class BatchReport:
 
     ``submitted``, ``resumed`` and ``downloaded`` count what *this* run did
     (jobs sent, jobs re-attached from the journal, jobs whose files it saved);
-    ``interrupted`` is true when the run was stopped before the end.
+    ``interrupted`` is true when the run was stopped before the end;
+    ``requests`` the API requests the run's client made while it went on
+    (None when this run made none or could not count them).
     """
 
     out_dir: str
@@ -87,6 +88,7 @@ class BatchReport:
     resumed: int = 0
     downloaded: int = 0
     report_path: str | None = None
+    requests: int | None = None
 
     @property
     def elapsed(self) -> float:
@@ -146,6 +148,7 @@ class BatchReport:
             "submitted": self.submitted,
             "resumed": self.resumed,
             "downloaded": self.downloaded,
+            "requests": self.requests,
             "cost": self.cost,
             "estimated_cost": self.estimated_cost,
             "jobs": report_converter.unstructure(self.jobs, tuple[JobReport, ...]),
@@ -197,24 +200,15 @@ class BatchReport:
         return self.summary()
 
     def _repr_html_(self) -> str:
-        """Notebook rendering: counts, then a table of the jobs that did not succeed."""
-        counts = ", ".join(f"{o}: {c}" for o, c in self.counts.items())
-        rows = "".join(
-            f"<tr><td><code>{escape(j.id)}</code></td><td>{escape(j.outcome)}</td>"
-            f"<td><code>{escape(j.request_id or '')}</code></td>"
-            f"<td>{escape((j.error or '')[:200])}</td></tr>"
-            for j in self.failed[:50]
-        )
-        table = (
-            "<table><thead><tr><th>id</th><th>outcome</th><th>request_id</th><th>error</th>"
-            f"</tr></thead><tbody>{rows}</tbody></table>"
-            if rows
-            else ""
-        )
-        return (
-            f"<div><b>Batch of {len(self.jobs)} jobs</b> in <code>{escape(self.out_dir)}</code> "
-            f"({self.elapsed:.1f} s): {escape(counts)}</div>{table}"
-        )
+        """Notebook rendering: the gallery of ``report.html`` (clips, filters, timeline).
+
+        Clips are linked relative to the working directory (a notebook's own
+        folder); the timeline's times are read from the output directory's
+        journal, and left out when it cannot be read.
+        """
+        from ._gallery import notebook_gallery  # the gallery imports this module
+
+        return notebook_gallery(self)
 
 
 def job_report(

@@ -28,9 +28,11 @@ from ..progress import Mode, ProgressBar
 from ._context import Download, RunContext
 from ._download import Downloader, cleanup_partials, write_file_atomic
 from ._fetch import download_worker
+from ._gallery import save_gallery
 from ._journal import Journal
 from ._lifecycle import error_text
 from ._manifest import ManifestEntry
+from ._observe import RunObserver
 from ._options import BatchOptions
 from ._plan import (
     BatchPreview,
@@ -91,6 +93,7 @@ class BatchRunner:
         self._interrupted = False
         self._stage: SubmitStage | None = None
         self._ctx: RunContext | None = None
+        self._observer: RunObserver | None = None  # the report's timeline and request count
         self._stop: anyio.Event | None = None  # made in the run's event loop
         # What the journal cost this run (read by benchmarks).
         self.journal_cpu_seconds = 0.0
@@ -326,6 +329,8 @@ class BatchRunner:
                     tg.start_soon(wait_job, ctx, entry, job)
 
                 ctx.start_wait = start_wait
+                self._observer = RunObserver(ctx, client)
+                tg.start_soon(self._observer.run)
                 if ctx.bar is not None:
                     tg.start_soon(self._show_states, ctx)
                 for entry, request_id in plan.track:
@@ -424,9 +429,11 @@ class BatchRunner:
             resumed=self.resumed,
             downloaded=self.downloaded,
             report_path=str(self.out_dir / REPORT_NAME),
+            requests=self._observer.requests if self._observer else None,
         )
         data = report.to_json().encode("utf-8")
         await anyio.to_thread.run_sync(write_file_atomic, self.out_dir, REPORT_NAME, data)
+        await anyio.to_thread.run_sync(save_gallery, self.out_dir, report, rows)
         return report
 
 
