@@ -6,6 +6,9 @@ scheduler for every job in flight::
     async with RunComfyClient() as client:
         result = await client.run(KlingTextToVideo(prompt="a red fox in the snow"))
         print(result.video)
+
+Test helpers (``MockTransport``, ``Emulator``, ...) live in
+:mod:`runcomfy_async.testing`.
 """
 
 from ._client import DEFAULT_BASE_URL, RunComfyClient
@@ -13,6 +16,7 @@ from ._errors import (
     APIStatusError,
     AuthenticationError,
     ClientStateError,
+    DownloadError,
     InputValidationError,
     InsufficientBalanceError,
     InvalidRequestError,
@@ -21,6 +25,7 @@ from ._errors import (
     JobFailedError,
     JobTimeoutError,
     MalformedResponseError,
+    ManifestProblem,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -33,17 +38,20 @@ from ._errors import (
 )
 from ._fanout import Outcome
 from ._job import Job
-from ._limiter import RequestBudget
-from ._models import Balance, CancelOutcome, JobState, Result, Status, SubmitResponse
+from ._limits import Budget, InFlightLimit, Limits, MemoryLimits, Priority
+from ._models import Balance, CancelOutcome, JobState, Result, Status
+from ._polling import JobEvent, PollStats
 from ._retry import RetryPolicy
-from ._scheduler import JobEvent, PollScheduler
 from ._timing import PollPolicy
-from ._transport import MockTransport, Request, Response, Transport
+from ._transport import Request, Response, Transport
 from ._version import __version__
 from .batch import (
+    BatchPreview,
     BatchReport,
     BatchRunner,
+    CostEstimate,
     CostLimitError,
+    JobReport,
     JournalError,
     Manifest,
     ManifestError,
@@ -55,6 +63,7 @@ from .inputs import (
     KlingImageToVideo,
     KlingTextToVideo,
     ModelInput,
+    ModelPrice,
     MultiPromptSegment,
     PriceTable,
     estimate_cost,
@@ -66,12 +75,17 @@ __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "Balance",
+    "BatchPreview",
     "BatchReport",
     "BatchRunner",
+    "Budget",
     "CancelOutcome",
     "ClientStateError",
+    "CostEstimate",
     "CostLimitError",
+    "DownloadError",
     "Element",
+    "InFlightLimit",
     "InputValidationError",
     "InsufficientBalanceError",
     "InvalidRequestError",
@@ -80,17 +94,21 @@ __all__ = [
     "JobError",
     "JobEvent",
     "JobFailedError",
+    "JobReport",
     "JobState",
     "JobTimeoutError",
     "JournalError",
     "KlingImageToVideo",
     "KlingTextToVideo",
+    "Limits",
     "MalformedResponseError",
     "Manifest",
     "ManifestError",
-    "MockTransport",
+    "ManifestProblem",
+    "MemoryLimits",
     "ModelInfo",
     "ModelInput",
+    "ModelPrice",
     "ModelSpec",
     "ModelsClient",
     "MultiPromptSegment",
@@ -98,12 +116,12 @@ __all__ = [
     "Outcome",
     "PermissionDeniedError",
     "PollPolicy",
-    "PollScheduler",
+    "PollStats",
     "PriceTable",
+    "Priority",
     "ProgressBar",
     "RateLimitError",
     "Request",
-    "RequestBudget",
     "RequestTimeoutError",
     "Response",
     "Result",
@@ -113,7 +131,6 @@ __all__ = [
     "ServerError",
     "Status",
     "SubmitOutcomeUnknown",
-    "SubmitResponse",
     "Transport",
     "TransportError",
     "ValidationProblem",
