@@ -45,7 +45,7 @@ DOCS = ROOT / "docs"
 #: Time scale of the emulator and of the docs' clients: Kling pro (90-200 s) takes 0.2-0.4 s.
 SCALE = 0.002
 #: Nav pages that other branches add (the lead empties this once they are merged).
-PAGES_FROM_OTHER_BRANCHES = frozenset({"architecture.md"})
+PAGES_FROM_OTHER_BRANCHES: frozenset[str] = frozenset()
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[^\n]*$")
 
