@@ -17,14 +17,9 @@ import pytest
 
 from runcomfy_async import PollPolicy, RunComfyClient, cli
 from runcomfy_async.batch import REPORT_NAME, Journal, JournalState, run_batch
-from runcomfy_async.batch._gallery import (
-    GALLERY_NAME,
-    gallery_html,
-    journal_report,
-    render_gallery,
-    write_gallery,
-)
-from runcomfy_async.batch._gallery import REPORT_NAME as GALLERY_REPORT_NAME
+from runcomfy_async.batch._gallery import GALLERY_NAME, gallery_html, render_gallery
+from runcomfy_async.batch._report import REPORT_NAME as GALLERY_REPORT_NAME
+from runcomfy_async.batch._report import journal_report, write_gallery
 from runcomfy_async.emulator import Emulator
 
 T2V = "kling/kling-3.0/pro/text-to-video"

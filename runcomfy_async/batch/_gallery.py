@@ -8,8 +8,8 @@ and shared. Every text that comes from a manifest or a server (ids, prompts,
 errors) is HTML-escaped: a prompt is untrusted input.
 
 :func:`render_gallery` makes the whole page, :func:`gallery_html` the same
-gallery as a fragment for a notebook, :func:`write_gallery` writes
-``report.html`` from an output directory.
+gallery as a fragment for a notebook. Writing ``report.html`` from an output
+directory (and reading the journal for it) is ``_report``'s.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import html
-import json
-import logging
 import math
 import os
 import re
@@ -32,29 +30,12 @@ from urllib.parse import quote
 
 import attrs
 
-from .._errors import JournalError
 from .._version import __version__
-from ._journal import Journal
-from ._manifest import ManifestEntry
-from ._plan import entry_cost
-from ._report import _HINTS, BatchReport, job_report
-from ._rows import JournalRow, JournalState
 
-__all__ = [
-    "GALLERY_NAME",
-    "gallery_html",
-    "journal_report",
-    "notebook_gallery",
-    "render_gallery",
-    "save_gallery",
-    "write_gallery",
-]
-
-logger = logging.getLogger("runcomfy_async")
+__all__ = ["GALLERY_NAME", "HINTS", "gallery_html", "render_gallery"]
 
 GALLERY_NAME = "report.html"
 """The gallery's file name inside the output directory."""
-REPORT_NAME = "report.json"  # the runner's name too (it imports this module)
 
 _VIDEO = (".mp4", ".webm", ".mov", ".m4v")
 _IMAGE = (".png", ".jpg", ".jpeg", ".webp", ".gif")
@@ -62,6 +43,18 @@ _PROMPT_CHARS = 140
 # Clips past this many are links that the page's script turns into players when
 # scrolled near: a thousand <video> elements keep a browser busy for most of a minute.
 _EAGER_CLIPS = 48
+HINTS: Mapping[str, str] = {
+    "outcome_unknown": (
+        "may have been created and charged: check your RunComfy dashboard, then rerun with "
+        "--adopt ID=REQUEST_ID for those it shows, or --resubmit-unknown for the rest"
+    ),
+    "download_failed": "rerun the same command to retry the downloads",
+    "in_flight": "rerun the same command to resume them (they are not resubmitted)",
+    "not_submitted": "rerun the same command to submit them",
+    "failed": "rerun with --retry-failed to submit them again",
+}
+"""What to do about the jobs of each outcome but ``succeeded`` (the page's cards and the
+report's summary say the same)."""
 _HINT_CANCELLED = "cancelled on the server: rerun with --retry-failed to submit it again"
 
 
@@ -205,7 +198,7 @@ def _card(job: _Job, base: str, eager: bool = True) -> str:
     facts_html = "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts)
     trouble = ""
     if job.outcome != "succeeded":
-        hint = _HINT_CANCELLED if job.outcome == "cancelled" else _HINTS.get(job.outcome, "")
+        hint = _HINT_CANCELLED if job.outcome == "cancelled" else HINTS.get(job.outcome, "")
         if job.error:
             trouble += f'<p class="err">{_e(job.error)}</p>'
         if hint:
@@ -413,119 +406,3 @@ def render_gallery(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(page_title)}</title></head><body>{body}</body></html>\n"
     )
-
-
-def journal_report(
-    out_dir: str | os.PathLike[str], rows: Mapping[str, JournalRow] | None = None
-) -> dict[str, Any]:
-    """The report of an output directory, as ``report.json``'s dict (blocking).
-
-    The jobs come from the journal (``rows``, read from ``out_dir`` when not
-    given): what it says is the truth, even when a run was killed before it
-    wrote ``report.json``. ``report.json`` is used as it is only when it was
-    written after the journal's last change (it is that run's own report, with
-    its request count); without a journal it is all there is. Raises
-    :class:`FileNotFoundError` when the directory has neither, and
-    :class:`JournalError` when a run holds the journal.
-    """
-    directory = Path(out_dir)
-    if rows is None:
-        rows = Journal.read(directory) or {}
-    saved: dict[str, Any] | None = None
-    path = directory / REPORT_NAME
-    if path.is_file():
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            loaded = None  # cut short or edited: the journal knows better
-        if isinstance(loaded, dict):
-            saved = loaded
-    if not rows:
-        if saved is None:
-            raise FileNotFoundError(
-                f"{directory} holds no batch: neither a journal nor {REPORT_NAME}"
-            )
-        return saved
-    last_change = max(r.updated_at for r in rows.values())
-    finished = _number(saved.get("finished_at")) if saved else None
-    if saved is not None and finished is not None and finished >= last_change:
-        return saved
-    jobs = tuple(
-        job_report(
-            ManifestEntry(r.id, r.model, r.input, r.line, r.entry_hash),
-            r,
-            estimated_cost=entry_cost(ManifestEntry(r.id, r.model, r.input, r.line), None),
-        )
-        for r in rows.values()
-    )
-    starts = [t for r in rows.values() for t in (r.sending_at, r.submitted_at) if t is not None]
-    open_states = {JournalState.PLANNED, JournalState.SUBMITTING, JournalState.SUBMITTED}
-    report = BatchReport(
-        out_dir=str(directory),
-        jobs=jobs,
-        started_at=min(starts, default=last_change),
-        # The last the journal heard: where the jobs still open are drawn to.
-        finished_at=last_change,
-        interrupted=any(r.state in open_states for r in rows.values()),
-    )
-    return report.as_dict()
-
-
-def write_gallery(
-    out_dir: str | os.PathLike[str],
-    *,
-    report: Mapping[str, Any] | None = None,
-    rows: Mapping[str, JournalRow] | None = None,
-    requests: int | None = None,
-) -> Path:
-    """Write ``out_dir/report.html`` and return its path (blocking: call it in a thread).
-
-    ``report`` (``report.json``'s dict) defaults to :func:`journal_report`,
-    ``rows`` to the directory's journal read afresh (pass them while a run
-    holds it). Raises :class:`FileNotFoundError` when there is no batch there.
-    """
-    directory = Path(out_dir)
-    if rows is None:
-        rows = Journal.read(directory) or {}
-    if report is None:
-        report = journal_report(directory, rows)
-    text = render_gallery(report, rows, requests=requests)
-    target = directory / GALLERY_NAME
-    part = target.with_name(f".{GALLERY_NAME}.part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, target)
-    return target
-
-
-def save_gallery(
-    out_dir: str | os.PathLike[str], report: BatchReport, rows: Mapping[str, JournalRow]
-) -> Path | None:
-    """Write a finished run's ``report.html`` (blocking); on a disk error log it, return None.
-
-    The page is a view of ``report.json``: failing to write it must not turn a
-    batch that did its work into an error.
-    """
-    try:
-        return write_gallery(out_dir, report=report.as_dict(), rows=rows)
-    except OSError as exc:
-        logger.warning("could not write %s in %s: %s", GALLERY_NAME, out_dir, exc)
-        return None
-
-
-def notebook_gallery(report: BatchReport) -> str:
-    """The gallery of a :class:`BatchReport` for a notebook (``_repr_html_``).
-
-    Files are linked relative to the working directory, which is the
-    notebook's folder in Jupyter; the journal's times are read when the
-    directory's journal can be read (not while a run holds it).
-    """
-    try:
-        rows: Mapping[str, JournalRow] = Journal.read(report.out_dir) or {}
-    except (JournalError, OSError):
-        rows = {}
-    try:
-        base = os.path.relpath(report.out_dir)
-    except ValueError:  # another drive (Windows): the absolute path
-        base = os.path.abspath(report.out_dir)
-    base = "" if base == os.curdir else Path(base).as_posix()
-    return gallery_html(report.as_dict(), rows, media_base=base)

@@ -28,7 +28,6 @@ from ..progress import Mode, ProgressBar
 from ._context import Download, RunContext
 from ._download import Downloader, cleanup_partials, write_file_atomic
 from ._fetch import download_worker
-from ._gallery import save_gallery
 from ._journal import Journal
 from ._lifecycle import error_text
 from ._manifest import ManifestEntry
@@ -46,7 +45,7 @@ from ._plan import (
     make_plan,
 )
 from ._records import Records
-from ._report import BatchReport, job_report
+from ._report import BatchReport, job_report, save_gallery
 from ._rows import JournalRow, JournalState
 from ._submit import SubmitStage
 from ._wait import wait_job

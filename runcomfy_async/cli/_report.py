@@ -7,7 +7,7 @@ import sys
 
 import anyio.to_thread
 
-from ..batch._gallery import write_gallery
+from ..batch._report import write_gallery
 from ._common import EXIT_OK, UsageError
 
 __all__ = ["cmd_report"]
