@@ -42,10 +42,11 @@ from ._limits import Budget, InFlightLimit, Limits, MemoryLimits, Priority
 from ._models import Balance, CancelOutcome, JobState, Result, Status
 from ._polling import JobEvent, PollStats
 from ._retry import RetryPolicy
-from ._timing import PollPolicy
+from ._timing import ModelLatency, PollPolicy
 from ._transport import Request, Response, Transport
 from ._version import __version__
 from .batch import (
+    BatchOptions,
     BatchPreview,
     BatchReport,
     BatchRunner,
@@ -57,7 +58,7 @@ from .batch import (
     ManifestError,
     run_batch,
 )
-from .catalog import ModelInfo, ModelsClient, ModelSpec
+from .catalog import ModelInfo, ModelsClient, ModelSpec, Registry
 from .inputs import (
     Element,
     KlingImageToVideo,
@@ -75,6 +76,7 @@ __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "Balance",
+    "BatchOptions",
     "BatchPreview",
     "BatchReport",
     "BatchRunner",
@@ -108,6 +110,7 @@ __all__ = [
     "MemoryLimits",
     "ModelInfo",
     "ModelInput",
+    "ModelLatency",
     "ModelPrice",
     "ModelSpec",
     "ModelsClient",
@@ -121,6 +124,7 @@ __all__ = [
     "Priority",
     "ProgressBar",
     "RateLimitError",
+    "Registry",
     "Request",
     "RequestTimeoutError",
     "Response",

@@ -50,7 +50,8 @@ def import_graph() -> dict[str, set[str]]:
                 base = _resolve(importer, is_package, node)
                 # "from . import x" may name a submodule.
                 targets = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in files]
-                targets.append(base)
+                if len(targets) < len(node.names):  # some name is defined in base itself
+                    targets.append(base)
             for target in targets:
                 # "import a.b.c" runs a, a.b and a.b.c: the deepest that is ours counts.
                 while target and target not in files:
