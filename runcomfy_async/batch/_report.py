@@ -207,7 +207,8 @@ class BatchReport:
                 lines.append("")
                 lines += [f"  {o}: {_HINTS[o]}" for o in hints]
         if self.report_path:
-            lines += ["", f"Report: {self.report_path}"]
+            page = os.path.join(os.path.dirname(self.report_path), GALLERY_NAME)
+            lines += ["", f"Report: {self.report_path}; the clips and a timeline: {page}"]
         return "\n".join(lines)
 
     def __str__(self) -> str:
