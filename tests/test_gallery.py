@@ -560,3 +560,37 @@ def test_a_batch_report_shows_the_gallery_in_a_notebook(
     assert "7.0" in " ".join(page.text)  # requests per job, from the report
     monkeypatch.chdir(out)
     assert [v["src"] for v in Page(done._repr_html_()).all("video")] == ["a.mp4"]
+
+
+async def test_an_interrupted_batch_writes_its_page_too(emulator: Emulator, tmp_path: Path) -> None:
+    from runcomfy_async.batch import BatchRunner
+
+    manifest = [
+        {"id": f"clip-{i}", "model": T2V, "input": {"prompt": f"p{i}", "duration": 5}}
+        for i in range(8)
+    ]
+    async with RunComfyClient(
+        emulator.token,
+        base_url=emulator.base_url,
+        poll=PollPolicy(time_scale=emulator.time_scale),
+        requests_per_second=None,
+        max_in_flight=2,
+    ) as client:
+        runner = BatchRunner(manifest, tmp_path, client=client, progress=False)
+
+        async def stop_after_the_first_submit() -> None:
+            for _ in range(5000):  # the run's own progress, looked at every 2 ms
+                if runner.submitted >= 1:
+                    break
+                await asyncio.sleep(0.002)
+            runner.stop()  # what Ctrl-C does
+
+        stopper = asyncio.create_task(stop_after_the_first_submit())
+        done = await runner.run()
+        await stopper
+    assert done.interrupted and "not_submitted" in done.counts
+    text = (tmp_path / GALLERY_NAME).read_text(encoding="utf-8")
+    page = Page(text)
+    assert "interrupted: rerun the same command to finish" in " ".join(page.text)
+    states = [c["data-state"] for c in page.all("article")]
+    assert len(states) == 8 and states.count("not_submitted") == done.counts["not_submitted"]
