@@ -2,7 +2,7 @@
 first seen running, and how many API requests the run made.
 
 Both are read from the client's own state, never asked of the API: a job's
-last seen state (what the scheduler's checks left in ``job.status``) and the
+last seen state (what the scheduler's checks left in ``job.state``) and the
 request budget's count of requests granted. A listener on the client's
 events would tell the first too, but it makes the scheduler check queued
 jobs on the status route, which costs requests.
@@ -57,6 +57,6 @@ class RunObserver:
         journal = self._ctx.journal
         now = time.time()
         for job_id, job in self._ctx.inflight.items():
-            if job_id not in self._seen and job.status is JobState.RUNNING:
+            if job_id not in self._seen and job.state is JobState.RUNNING:
                 self._seen.add(job_id)
                 journal.mark_running(job_id, now)
