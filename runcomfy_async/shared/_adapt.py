@@ -16,15 +16,30 @@ import asyncio
 import collections
 import heapq
 import itertools
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .._errors import ClientStateError
 from .._limits import Priority
 
-if TYPE_CHECKING:
-    from ._redis import RedisLimits
-
 __all__ = ["SharedBudget", "SharedSlots"]
+
+
+class Backend(Protocol):
+    """What the adapters need of the shared store (``RedisLimits``): state and recorders."""
+
+    key: str
+    last_rate: float
+    last_capacity: int
+
+    def check_open(self) -> None: ...
+    def kick_tokens(self) -> None: ...
+    def kick_slots(self) -> None: ...
+    def record_success(self) -> None: ...
+    def record_rate_limited(self, retry_after: float | None) -> None: ...
+    def record_slot_limited(self) -> None: ...
+    def record_release(self, lease: str) -> None: ...
+    def record_adopt(self) -> str: ...
+    def record_finished(self) -> None: ...
 
 
 class SharedBudget:
@@ -36,7 +51,7 @@ class SharedBudget:
 
     __slots__ = ("_closed", "_limits", "_seq", "_waiters", "granted", "rate_limited")
 
-    def __init__(self, limits: RedisLimits) -> None:
+    def __init__(self, limits: Backend) -> None:
         self._limits = limits
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
@@ -129,7 +144,7 @@ class SharedSlots:
 
     __slots__ = ("_closed", "_limits", "_waiters", "held")
 
-    def __init__(self, limits: RedisLimits) -> None:
+    def __init__(self, limits: Backend) -> None:
         self._limits = limits
         self._waiters: collections.deque[asyncio.Future[str]] = collections.deque()
         self._closed = False
