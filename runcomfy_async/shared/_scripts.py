@@ -7,7 +7,7 @@ when a token is due or a lease has expired.
 
 The bucket is a hash with the fields
 
-``tokens``, ``stamp``           the token bucket, refilled lazily at ``rate``
+``tokens``, ``stamp``           the token bucket, refilled lazily at ``rate`` (burst: half a second's)
 ``rate``                        the current (adapted) rate, requests per second
 ``paused_until``                nobody gets a token before (a 429's Retry-After)
 ``last_cut``                    when the rate was last halved (once a second at most)
@@ -46,7 +46,10 @@ local min_rate = tonumber(ARGV[2])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'stamp', 'rate', 'paused_until',
   'last_cut', 'last_limited', 'peak', 'win_start', 'win_total', 'win_checks')
 local rate = tonumber(b[3]) or max_rate
-local function burst_for(r) return math.max(1, math.min(r, 100)) end
+-- Half a second's worth (the in-memory budget allows a second's): the grants of
+-- many processes reach the server with uneven delays, and a burst as big as the
+-- server's own would land right at its edge.
+local function burst_for(r) return math.max(1, math.min(r / 2, 50)) end
 local tokens = tonumber(b[1]) or burst_for(rate)
 local stamp = tonumber(b[2]) or now
 local paused = tonumber(b[4]) or 0
