@@ -467,15 +467,17 @@ async def test_redis_going_away_fails_a_waiting_submit_but_not_a_check(
 ) -> None:
     emu = await make_emulator(time_scale=0.005)
     with redis_server() as (url, server):
-        async with RedisLimits(url, key=_key(), requests_per_second=100) as limits:
-            async with RunComfyClient(emu.token, base_url=emu.base_url, limits=limits) as client:
-                await client.submit(MODEL, {"prompt": "ok"})
-                server.terminate()
-                server.wait(10)
-                with pytest.raises(SharedLimitsError, match=f"Redis at {url}"):
-                    await client.submit(MODEL, {"prompt": "not sent"})
-                assert emu.counters.submit == 1
-                check = asyncio.ensure_future(limits.budget.acquire())
-                await anyio.sleep(0.3)
-                assert not check.done()  # checks wait for Redis to come back
-                check.cancel()
+        async with (
+            RedisLimits(url, key=_key(), requests_per_second=100) as limits,
+            RunComfyClient(emu.token, base_url=emu.base_url, limits=limits) as client,
+        ):
+            await client.submit(MODEL, {"prompt": "ok"})
+            server.terminate()
+            server.wait(10)
+            with pytest.raises(SharedLimitsError, match=f"Redis at {url}"):
+                await client.submit(MODEL, {"prompt": "not sent"})
+            assert emu.counters.submit == 1
+            check = asyncio.ensure_future(limits.budget.acquire())
+            await anyio.sleep(0.3)
+            assert not check.done()  # checks wait for Redis to come back
+            check.cancel()

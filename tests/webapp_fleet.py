@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,57 +61,66 @@ def fleet_env(
     return env
 
 
-@contextlib.asynccontextmanager
-async def run_workers(n: int, env: Mapping[str, str]) -> AsyncIterator[list[str]]:
-    """Start ``n`` worker processes; yield their base URLs; stop them with SIGTERM."""
-    ports = [_free_port() for _ in range(n)]
-    logdir = Path(tempfile.mkdtemp(prefix="rca-webapp-"))
-    full_env = {**os.environ, **env}
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = []
-    try:
-        for i, port in enumerate(ports):
-            log = (logdir / f"worker{i}.log").open("wb")
-            logs.append(log)
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(EXAMPLE), "--port", str(port)],
-                    env=full_env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+class _Fleet:
+    """The worker processes, their ports and log files (blocking parts, run in a thread)."""
+
+    def __init__(self, n: int, env: Mapping[str, str]) -> None:
+        self.ports = [_free_port() for _ in range(n)]
+        self.logdir = Path(tempfile.mkdtemp(prefix="rca-webapp-"))
+        self.env = {**os.environ, **env}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        for i, port in enumerate(self.ports):
+            with (self.logdir / f"worker{i}.log").open("wb") as log:
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, str(EXAMPLE), "--port", str(port)],
+                        env=self.env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
                 )
-            )
+
+    def wait_listening(self) -> None:
         deadline = time.monotonic() + 60
-        for proc, port, i in zip(procs, ports, range(n), strict=True):
+        for i, (proc, port) in enumerate(zip(self.procs, self.ports, strict=True)):
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"worker {i} exited with {proc.returncode}: "
-                        + (logdir / f"worker{i}.log").read_text(errors="replace")[-2000:]
-                    )
-                with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", port), 0.2
+                    log = (self.logdir / f"worker{i}.log").read_text(errors="replace")
+                    raise RuntimeError(f"worker {i} exited with {proc.returncode}: {log[-2000:]}")
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", port), 0.2),
                 ):
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"worker {i} did not listen on port {port} within 60 s")
-                await asyncio.sleep(0.05)
-        yield [f"http://127.0.0.1:{port}" for port in ports]
-    finally:
-        for proc in procs:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)  # aiohttp's run_app shuts down cleanly
-        for proc in procs:
+        for proc in self.procs:
             try:
-                await asyncio.to_thread(proc.wait, 20)
+                proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-        for log in logs:
-            log.close()
-        for path in logdir.iterdir():
-            path.unlink()
-        logdir.rmdir()
+        shutil.rmtree(self.logdir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def run_workers(n: int, env: Mapping[str, str]) -> AsyncIterator[list[str]]:
+    """Start ``n`` worker processes; yield their base URLs; stop them with SIGTERM."""
+    fleet = _Fleet(n, env)
+    try:
+        await asyncio.to_thread(fleet.start)
+        await asyncio.to_thread(fleet.wait_listening)
+        yield [f"http://127.0.0.1:{port}" for port in fleet.ports]
+    finally:
+        await asyncio.to_thread(fleet.stop)
 
 
 async def drive(urls: list[str], clips: int) -> dict[str, Any]:

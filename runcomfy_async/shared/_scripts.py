@@ -7,7 +7,7 @@ when a token is due or a lease has expired.
 
 The bucket is a hash with the fields
 
-``tokens``, ``stamp``           the token bucket, refilled lazily at ``rate`` (burst: half a second's)
+``tokens``, ``stamp``           the token bucket, refilled at ``rate`` (burst: half a second's)
 ``rate``                        the current (adapted) rate, requests per second
 ``paused_until``                nobody gets a token before (a 429's Retry-After)
 ``last_cut``                    when the rate was last halved (once a second at most)
