@@ -307,7 +307,7 @@ class RedisLimits:
         self._flush_kick.set()
 
     def record_release(self, lease: str) -> None:
-        """Give ``lease`` back: to a waiter of this process if the cap allows, else to Redis."""
+        """Give ``lease`` back (sent to Redis at once: waiters of every process are equal)."""
         self._leases.discard(lease)
         self._releases.append(lease)
         self._flush_kick.set()
@@ -344,6 +344,8 @@ class RedisLimits:
                 if _now() >= next_renew:
                     next_renew = _now() + renew_every
                     await self.renew()
+            except ClientStateError:  # pragma: no cover - closed between two awaits
+                return
             except SharedLimitsError as exc:
                 # Redis away for a moment: what was recorded stays pending and
                 # the next round tries again; leases outlive a few missed renewals.
@@ -451,6 +453,8 @@ class RedisLimits:
                 continue
             try:
                 wait = await self._ask_token(prio, waiter)
+            except ClientStateError:  # pragma: no cover - closed between two awaits
+                return
             except SharedLimitsError as exc:
                 # Submits and cancels learn of it (nothing was sent); checks of
                 # jobs in flight wait for Redis to come back.
@@ -492,6 +496,8 @@ class RedisLimits:
                     [self._slots, self._cap],
                     [lease, lease_ms, self.max_in_flight, "0"],
                 )
+            except ClientStateError:  # pragma: no cover - closed between two awaits
+                return
             except SharedLimitsError as exc:
                 self._slot_limit.fail(exc)
                 logger.warning("shared limits: %s", exc)
