@@ -56,6 +56,7 @@ from .batch import (
     JobReport,
     JournalError,
     Manifest,
+    ManifestChecks,
     ManifestError,
     run_batch,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "Limits",
     "MalformedResponseError",
     "Manifest",
+    "ManifestChecks",
     "ManifestError",
     "ManifestProblem",
     "MemoryLimits",
