@@ -481,3 +481,12 @@ async def test_redis_going_away_fails_a_waiting_submit_but_not_a_check(
             await anyio.sleep(0.3)
             assert not check.done()  # checks wait for Redis to come back
             check.cancel()
+
+
+def test_the_default_client_imports_no_redis() -> None:
+    code = (
+        "import sys, runcomfy_async\n"
+        "runcomfy_async.RunComfyClient('t', base_url='http://127.0.0.1:9')\n"
+        "assert 'redis' not in sys.modules, 'redis was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
