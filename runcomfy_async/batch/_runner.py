@@ -32,6 +32,7 @@ from ._fetch import download_worker
 from ._journal import Journal
 from ._lifecycle import error_text
 from ._manifest import ManifestEntry
+from ._observe import RunObserver
 from ._options import BatchOptions
 from ._plan import (
     BatchPreview,
@@ -47,7 +48,7 @@ from ._plan import (
     read_balance,
 )
 from ._records import Records
-from ._report import BatchReport, job_report
+from ._report import BatchReport, job_report, save_gallery
 from ._rows import JournalRow, JournalState
 from ._submit import SubmitStage
 from ._wait import wait_job
@@ -55,6 +56,10 @@ from ._wait import wait_job
 __all__ = ["REPORT_NAME", "BatchRunner", "run_batch"]
 
 logger = logging.getLogger("runcomfy_async")
+
+#: Jobs offered for cancelling on an interrupt: queued ones, and adopted ones not
+#: checked yet (UNKNOWN: possibly queued; a cancel of a running one is a no-op).
+_MAY_BE_QUEUED = frozenset({JobState.QUEUED, JobState.UNKNOWN})
 
 REPORT_NAME = "report.json"
 """The report's file name inside the output directory."""
@@ -95,6 +100,7 @@ class BatchRunner:
         self._interrupted = False
         self._stage: SubmitStage | None = None
         self._ctx: RunContext | None = None
+        self._observer: RunObserver | None = None  # the report's timeline and request count
         self._stop: anyio.Event | None = None  # made in the run's event loop
         # What the journal cost this run (read by benchmarks).
         self.journal_cpu_seconds = 0.0
@@ -369,6 +375,8 @@ class BatchRunner:
                     tg.start_soon(wait_job, ctx, entry, job)
 
                 ctx.start_wait = start_wait
+                self._observer = RunObserver(ctx, client)
+                tg.start_soon(self._observer.run)
                 if ctx.bar is not None:
                     tg.start_soon(self._show_states, ctx)
                 for entry, request_id in plan.track:
@@ -409,7 +417,7 @@ class BatchRunner:
     async def _cancel_queued(self) -> None:
         ctx = self._ctx
         assert ctx is not None
-        queued = {i: j for i, j in ctx.inflight.items() if j.status is JobState.QUEUED}
+        queued = {i: j for i, j in ctx.inflight.items() if j.state in _MAY_BE_QUEUED}
         if not queued:
             return
         cancel = self.options.cancel_on_interrupt
@@ -420,7 +428,7 @@ class BatchRunner:
 
         async def one(job_id: str, job: Job) -> None:
             try:
-                cancelled = await job.cancel()
+                cancelled = (await job.cancel()).cancelled
             except RunComfyError as exc:
                 logger.warning("could not cancel %s (%s): %s", job_id, job.request_id, exc)
                 return
@@ -467,9 +475,11 @@ class BatchRunner:
             resumed=self.resumed,
             downloaded=self.downloaded,
             report_path=str(self.out_dir / REPORT_NAME),
+            requests=self._observer.requests if self._observer else None,
         )
         data = report.to_json().encode("utf-8")
         await anyio.to_thread.run_sync(write_file_atomic, self.out_dir, REPORT_NAME, data)
+        await anyio.to_thread.run_sync(save_gallery, self.out_dir, report, rows)
         return report
 
 

@@ -34,6 +34,7 @@ from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, prin
 from ._models import cmd_models
 from ._oneoff import cmd_cancel, cmd_result, cmd_run, cmd_status, cmd_submit
 from ._parser import build_parser
+from ._report import cmd_report
 
 __all__ = ["main"]
 
@@ -45,6 +46,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] =
     "result": cmd_result,
     "cancel": cmd_cancel,
     "models": cmd_models,
+    "report": cmd_report,
 }
 
 

@@ -280,6 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--no-download", action="store_true", help="print the output URLs only")
 
     _add_models_command(sub, [common, api, emu])
+    # -- report (gallery) ------------------------------------------------------------
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="(re)write a batch's report.html from its journal",
+        description="Write DIR/report.html, the page of a batch's clips, filters and timeline, "
+        "from the journal in DIR: works for a finished batch, an interrupted one, or one "
+        "killed halfway. Prints the page's path. Makes no request.",
+        epilog="example:\n  runcomfy-async report clips/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dir", metavar="DIR", help="the batch's output directory (its --out)")
+    p.add_argument("--uri", action="store_true", help="print a file:// URI to open in a browser")
+    # -- end of report ------------------------------------------------------------------
+
     p = sub.add_parser("status", parents=[common, api], help="print a request's state")
     p.add_argument("request_id", metavar="REQUEST_ID")
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
