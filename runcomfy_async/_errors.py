@@ -53,6 +53,7 @@ __all__ = [
     "JobCancelledError",
     "JobError",
     "JobFailedError",
+    "JobHeldElsewhereError",
     "JobTimeoutError",
     "JournalError",
     "MalformedResponseError",
@@ -362,6 +363,23 @@ class IllegalTransitionError(JournalError):
         self.current = current
         self.target = target
         super().__init__(f"job {job_id!r}: the journal refuses {current} -> {target}")
+
+
+class JobHeldElsewhereError(JournalError):
+    """Another runner of a shared (PostgreSQL) journal holds the job: nothing was written.
+
+    It happens to a runner whose lease ran out (it stalled longer than its
+    lease) after another runner took its jobs over.
+    """
+
+    def __init__(self, job_id: str, holder: str | None, runner: str) -> None:
+        self.job_id = job_id
+        self.holder = holder
+        self.runner = runner
+        super().__init__(
+            f"job {job_id!r} is held by runner {holder!r}, not {runner!r} "
+            "(this runner's lease may have run out)"
+        )
 
 
 class DownloadError(RunComfyError):

@@ -56,6 +56,13 @@ class BatchOptions:
     - ``download_retry``: the :class:`~runcomfy_async.RetryPolicy` of downloads.
     - ``client_options``: keyword arguments of the client the runner makes
       when none is given (``token``, ``base_url``, ``poll``, ...).
+    - ``journal``: a ``postgresql://`` URL: the batch's journal lives in
+      PostgreSQL, shared by every runner (on any machine) given the same URL
+      and ``batch_key``; ``concurrency`` is then the in-flight cap of the
+      whole fleet (give every runner the same). None: SQLite in ``out_dir``.
+    - ``batch_key``: names the batch in a shared journal (default: the
+      manifest's file name); ``lease_seconds``: how long a runner that stopped
+      renewing its lease keeps its jobs before the others take them over.
 
     Raises ``ValueError`` for a concurrency below one or an adopted request
     id that is unsafe in a URL.
@@ -75,3 +82,6 @@ class BatchOptions:
     job_timeout: float | None = None
     download_retry: RetryPolicy | None = None
     client_options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    journal: str | None = None
+    batch_key: str | None = None
+    lease_seconds: float = 30.0
