@@ -19,6 +19,15 @@ job (tracemalloc), client CPU per check, event-loop lag p99.
 Scenario 3 (``ratelimit``): a server rate limit well below what naive polling
 wants: share of 429 answers, per approach.
 
+Named scenarios from issue 10 (``--scenarios burst,fast,faults,faultfree,submits,
+lowlimit,cap``; see ``NAMED``): Kling jobs submitted at once with default
+settings, an unseen 1-4 s model in real time, sporadic faults, 10,000 submits,
+a server limit below the default budget, a client cap of 20 in flight. Those
+that need emulator options not there yet are listed in ``NEEDS_EMULATOR``.
+
+The floor is derived in ``floor_schedule`` (a check at exactly the minimum
+duration never finds a job done, so it is not counted: 8.59, not 9.68).
+
 Prints tables and writes ``benchmarks/results/bench_scheduler.json``.
 Wall-clock figures are noisy on a shared machine: compare within one run.
 """
@@ -28,10 +37,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import heapq
 import json
 import math
 import os
-import random
 import resource
 import statistics
 import subprocess
@@ -44,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 
 from runcomfy_async import PollPolicy, RunComfyClient
 
@@ -104,17 +114,114 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def floor_requests(low: float, high: float, lag: float = 0.1, samples: int = 200_000) -> float:
-    """Requests per job (submit included) of the best schedule that knows the
-    duration distribution but not the job: geometric checks from the minimum
-    with the ratio that puts the p95 of lag/age at ``lag`` (about 1.105)."""
-    ratio = 1 + lag / 0.95
-    rng = random.Random(7)
+def _quantile_grid(low: float, high: float, points: int) -> list[float]:
+    """Durations at the midpoints of ``points`` equal-probability slices of uniform(low, high).
+
+    A deterministic stand-in for a large sample: every expectation and
+    quantile below is exact up to the slice width."""
+    return [low + (high - low) * (i + 0.5) / points for i in range(points)]
+
+
+def _schedule_cost(
+    durations: list[float], first: float, ratio: float, lag: float
+) -> tuple[float, float]:
+    """(requests per job, submit included; share of jobs with lag/age above ``lag``)
+    for checks at ``first * ratio**k`` (k = 0, 1, ...) after submit."""
+    log_ratio = math.log(ratio)
     total = 0
-    for _ in range(samples):
-        d = rng.uniform(low, high)
-        total += 1 + math.ceil(math.log(d / low) / math.log(ratio))
-    return 1 + total / samples
+    over = 0
+    for d in durations:
+        # Checks at or before d find the job running: the job is seen at the
+        # first check at or past d, the (k+1)-th.
+        k = 0 if d <= first else math.ceil(math.log(d / first) / log_ratio)
+        total += 1 + k  # k + 1 checks; the submit is the 1 + below
+        if first * ratio**k - d > lag * d:
+            over += 1
+    n = len(durations)
+    return 1 + total / n, over / n
+
+
+def floor_schedule(
+    low: float,
+    high: float,
+    lag: float = 0.1,
+    quantile: float = 0.95,
+    points: int = 20_000,
+    *,
+    search_ratio: bool = False,
+) -> dict[str, float]:
+    """The cheapest geometric schedule that knows the duration distribution
+    (uniform in ``low``-``high``) but not the job, with the ``quantile`` of
+    lag/age at most ``lag``.
+
+    Why not "geometric checks from the minimum": a check at exactly ``low``
+    can never find a job done (no job is faster than the minimum), so it is a
+    request every job wastes; the earlier floor counted it (9.68 for
+    60-200 s), which made it one request too kind.
+
+    The shape: checks at ``first * ratio**k``. A job done just after a check
+    waits a whole interval, so lag/age peaks at ``ratio - 1`` in every
+    interval alike; asking that only a ``1 - quantile`` share of jobs exceed
+    ``lag`` spreads evenly over the intervals with ``ratio = 1 + lag /
+    quantile`` (~1.105: in each interval the jobs over the bound are the
+    first ``1 - quantile`` of it, in log terms). The first check then comes
+    as late as the same share allows; it is bisected here, since the share
+    over the bound rises with ``first`` (the jobs just past the minimum wait
+    longer). For uniform 60-200 s at p95 <= 10%: first check at ~67 s
+    (``low * 1.117``), **8.58 requests per job**, submit included.
+
+    ``search_ratio``: also search the ratio. The p95 then lets the whole 5%
+    be spent on the fastest jobs (a first check at ~74 s, lag up to ~23% of
+    their age, then ratio ~1.099 for everyone else): ~8.0 requests per job.
+    That games the percentile rather than bounding every job's lag, so the
+    benchmark's floor is the even spread; both are printed.
+    """
+    durations = _quantile_grid(low, high, points)
+    allowed = 1.0 - quantile
+    best = {"requests_per_job": math.inf, "first": low, "ratio": 1.0 + lag / quantile}
+    centre = 1.0 + lag / quantile
+    steps = range(-10, 11) if search_ratio else range(1)
+    for step in steps:
+        ratio = 1.0 + (centre - 1.0) * (1.0 + step / 50.0)
+        # Bisect on the first check between low and low * (1 + 3 lag).
+        lo, hi = low, low * (1.0 + 3.0 * lag)
+        if _schedule_cost(durations, lo, ratio, lag)[1] > allowed:
+            continue  # this ratio breaks the bound even with the earliest start
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            if _schedule_cost(durations, mid, ratio, lag)[1] <= allowed:
+                lo = mid
+            else:
+                hi = mid
+        cost = _schedule_cost(durations, lo, ratio, lag)[0]
+        if cost < best["requests_per_job"]:
+            best = {"requests_per_job": cost, "first": lo, "ratio": ratio}
+    return best
+
+
+def floor_requests(low: float, high: float, lag: float = 0.1) -> float:
+    """Requests per job of :func:`floor_schedule` (submit included)."""
+    return floor_schedule(low, high, lag)["requests_per_job"]
+
+
+def legacy_floor_requests(low: float, high: float, lag: float = 0.1) -> float:
+    """The earlier floor, kept for comparison: it also counted a check at
+    exactly ``low``, which never finds a job done (one request too kind)."""
+    ratio = 1 + lag / 0.95
+    durations = _quantile_grid(low, high, 4000)
+    checks = [1 + math.ceil(math.log(d / low) / math.log(ratio)) for d in durations]
+    return 1 + sum(checks) / len(checks)
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, for the JSON (None outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
 
 
 def naive_requests(low: float, high: float, interval: float) -> float:
@@ -124,20 +231,29 @@ def naive_requests(low: float, high: float, interval: float) -> float:
 # -- the approaches (run in a child process) ------------------------------------
 
 
-async def run_ours(
-    info: dict[str, str], model_id: str, n: int, conc: int, ts: float, rate: float | None
-) -> dict[str, Any]:
+def client_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """The client's settings for one run: ``rate`` "default" leaves the budget
+    at the client's default; ``policy_ts`` None leaves the policy unscaled (the
+    client is not told the server's time scale)."""
+    options: dict[str, Any] = {"max_in_flight": spec["conc"]}
+    if spec.get("rate", "default") != "default":
+        options["requests_per_second"] = spec["rate"]
+    policy_ts = spec.get("policy_ts", spec["ts"])
+    options["poll"] = PollPolicy() if policy_ts is None else PollPolicy(time_scale=policy_ts)
+    return options
+
+
+async def run_ours(info: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
+    model_id, n = spec["model"], spec["n"]
     lags: list[float] = []
     ages: list[float] = []
+    created: list[float] = []
+    finished: list[float] = []
     errors = 0
     t0 = time.time()
     last = t0
     async with RunComfyClient(
-        info["token"],
-        base_url=info["base_url"],
-        max_in_flight=conc,
-        requests_per_second=rate,
-        poll=PollPolicy(time_scale=ts),
+        info["token"], base_url=info["base_url"], **client_options(spec)
     ) as client:
         async for outcome in client.map(model_id, (payload(model_id, i) for i in range(n))):
             last = time.time()
@@ -145,9 +261,58 @@ async def run_ours(
                 errors += 1
                 continue
             fin = _ts(outcome.result.finished_at)
+            start = _ts(outcome.result.created_at)
             lags.append(last - fin)
-            ages.append(fin - _ts(outcome.result.created_at))
-    return {"lags": lags, "ages": ages, "errors": errors, "makespan": last - t0}
+            ages.append(fin - start)
+            created.append(start)
+            finished.append(fin)
+    # The server's own makespan: first job created to last job finished.
+    server = max(finished) - min(created) if finished else float("nan")
+    return {
+        "lags": lags,
+        "ages": ages,
+        "errors": errors,
+        "makespan": last - t0,
+        "server_makespan": server,
+        "ideal_for_cap": ideal_for_cap(created, ages, spec["conc"]),
+    }
+
+
+def ideal_for_cap(created: list[float], ages: list[float], cap: int) -> float:
+    """Makespan of the same jobs, in submit order, on ``cap`` slots freed the
+    instant each job finishes (zero detection lag, zero request time)."""
+    if not ages:
+        return float("nan")
+    order = sorted(range(len(ages)), key=lambda i: created[i])
+    free = [0.0] * cap
+    for i in order:
+        heapq.heapreplace(free, free[0] + ages[i])
+    return max(free)
+
+
+async def run_submits(info: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
+    """Submit throughput: ``n`` submits through 256 submitters, default budget."""
+    n = spec["n"]
+    async with RunComfyClient(
+        info["token"], base_url=info["base_url"], **client_options(spec)
+    ) as client:
+        todo = iter(range(n))
+        t0 = time.time()
+
+        async def submitter() -> None:
+            for i in todo:
+                await client.submit(UNSEEN, payload(UNSEEN, i))
+
+        await asyncio.gather(*(submitter() for _ in range(256)))
+        elapsed = time.time() - t0
+        # Nothing waits for the jobs: closing fails them, which is fine here.
+    return {
+        "lags": [],
+        "ages": [],
+        "errors": 0,
+        "makespan": elapsed,
+        "submits_per_s": n / elapsed,
+    }
 
 
 async def run_naive(
@@ -219,6 +384,10 @@ async def run_inflight(info: dict[str, str], n: int, ts: float, trace: bool) -> 
     ) as client:
         import gc
 
+        # Load anyio's asyncio backend before measuring: its one-time import
+        # (~0.7 MB) is no cost of a tracked job.
+        async with anyio.create_task_group():
+            pass
         gc.collect()
         if trace:
             tracemalloc.start()
@@ -236,7 +405,7 @@ async def run_inflight(info: dict[str, str], n: int, ts: float, trace: bool) -> 
                 jobs.append(await client.submit(UNSEEN, payload(UNSEEN, i)))
 
         await asyncio.gather(*(submitter() for _ in range(256)))
-        tracked_at_peak = client.scheduler.tracking
+        tracked_at_peak = client.poll_stats.tracking
         gc.collect()
         after = tracemalloc.get_traced_memory()[0] if trace else 0
         if trace:
@@ -246,7 +415,7 @@ async def run_inflight(info: dict[str, str], n: int, ts: float, trace: bool) -> 
         stop.set()
         await mon
         cpu = time.process_time() - cpu0
-        checks = client.scheduler.checks
+        checks = client.poll_stats.checks
     if trace:
         tracemalloc.stop()
     return {
@@ -266,9 +435,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     kind = spec["kind"]
     info = spec["info"]
     if kind == "ours":
-        out = asyncio.run(
-            run_ours(info, spec["model"], spec["n"], spec["conc"], spec["ts"], spec["rate"])
-        )
+        out = asyncio.run(run_ours(info, spec))
+    elif kind == "submits":
+        out = asyncio.run(run_submits(info, spec))
     elif kind == "naive":
         out = asyncio.run(
             run_naive(info, spec["model"], spec["n"], spec["conc"], spec["ts"], spec["interval"])
@@ -316,6 +485,14 @@ def summarize(name: str, n: int, raw: dict[str, Any], c0: dict[str, int], c1: di
         "makespan_s": raw["makespan"],
         "share_429": limited / requests if requests else 0.0,
         "jobs_created": c1["jobs_created"] - c0["jobs_created"],
+        "server_makespan_s": raw.get("server_makespan"),
+        "makespan_over_server": raw["makespan"] / raw["server_makespan"]
+        if raw.get("server_makespan")
+        else None,
+        "makespan_over_ideal_for_cap": raw["makespan"] / raw["ideal_for_cap"]
+        if raw.get("ideal_for_cap")
+        else None,
+        "submits_per_s": raw.get("submits_per_s"),
     }
 
 
@@ -345,6 +522,147 @@ def print_table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> None
         print("  ".join(cells))
 
 
+# -- the issue's scenarios (issue 10), on existing emulator features ------------------------
+
+_MANY = 100_000  # server workers: "no server queue"
+_LAG = ["approach", "requests_per_job", "lag_p95_of_age", "share_429", "makespan_s", "errors"]
+
+#: Named scenarios: emulator config, approaches (label, child spec), the
+#: columns to print. ``rate`` "default" = the client's default budget;
+#: ``policy_ts`` None = the client is not told the server's time scale.
+NAMED: dict[str, dict[str, Any]] = {
+    "burst": {
+        "title": "Kling jobs submitted at once, no server queue, real time; target: "
+        "p95 lag <= 0.10 of age at <= 9.0 requests/job with default settings",
+        "jobs": 400,
+        "quick_jobs": 100,
+        "config": {"time_scale": 1.0, "workers": _MANY, "seed": 10, "uniform": {KLING: [60, 200]}},
+        "approaches": [
+            ("default settings", {"kind": "ours", "model": KLING, "conc": 10_000}),
+            ("no budget", {"kind": "ours", "model": KLING, "conc": 10_000, "rate": None}),
+        ],
+        "cols": _LAG,
+    },
+    "fast": {
+        "title": "an unseen 1-4 s model, real time, no time scale; target: p95 lag <= 0.25 "
+        "of age, makespan <= 1.2x the server's",
+        "jobs": 400,
+        "quick_jobs": 100,
+        "config": {"time_scale": 1.0, "workers": _MANY, "seed": 11, "uniform": {UNSEEN: [1, 4]}},
+        "approaches": [
+            (
+                "default settings",
+                {"kind": "ours", "model": UNSEEN, "conc": 10_000, "policy_ts": None},
+            ),
+            (
+                "no budget",
+                {"kind": "ours", "model": UNSEEN, "conc": 10_000, "policy_ts": None, "rate": None},
+            ),
+        ],
+        "cols": [*_LAG, "makespan_over_server"],
+    },
+    "faults": {
+        "title": "an unseen 6-20 s model in real time, 3% sporadic 429, 10% 5xx, 5% drops "
+        "(no outage yet: needs an emulator option), default settings; target: every "
+        "accepted job ends, within 3x the fault-free makespan, p95 lag <= 0.25 of age",
+        "jobs": 500,
+        "quick_jobs": 150,
+        "config": {
+            "time_scale": 1.0,
+            "workers": _MANY,
+            "seed": 12,
+            "uniform": {UNSEEN: [6, 20]},
+            "faults": {
+                "rate_429": 0.03,
+                "retry_after": 1.0,
+                "rate_500": 0.04,
+                "rate_502": 0.03,
+                "rate_503": 0.03,
+                "drop_rate": 0.05,
+                "seed": 12,
+            },
+        },
+        "approaches": [
+            (
+                "default settings",
+                {"kind": "ours", "model": UNSEEN, "conc": 10_000, "policy_ts": None},
+            ),
+        ],
+        "cols": [*_LAG, "jobs_created"],
+    },
+    "faultfree": {
+        "title": "the faults scenario without faults (its makespan reference)",
+        "jobs": 500,
+        "quick_jobs": 150,
+        "config": {"time_scale": 1.0, "workers": _MANY, "seed": 12, "uniform": {UNSEEN: [6, 20]}},
+        "approaches": [
+            (
+                "default settings",
+                {"kind": "ours", "model": UNSEEN, "conc": 10_000, "policy_ts": None},
+            ),
+        ],
+        "cols": _LAG,
+    },
+    "submits": {
+        "title": "submits to a server without a limit, default settings; target: at least "
+        "5x today's 20/s",
+        "jobs": 10_000,
+        "quick_jobs": 2_000,
+        "config": {
+            "time_scale": 1.0,
+            "workers": _MANY,
+            "seed": 13,
+            "uniform": {UNSEEN: [600, 900]},
+        },
+        "approaches": [("default settings", {"kind": "submits", "conc": 20_000})],
+        "cols": ["approach", "submits_per_s", "makespan_s", "share_429"],
+    },
+    "lowlimit": {
+        "title": "a server limit of 8 requests/s (real), below the default budget, short "
+        "jobs; target: <= 2% of answers 429",
+        "jobs": 100,
+        "quick_jobs": 100,
+        "config": {
+            "time_scale": 0.05,
+            "workers": _MANY,
+            "seed": 14,
+            "uniform": {KLING: [60, 200]},
+            "faults": {"rps_limit": 8.0, "retry_after": 1.0},
+        },
+        "approaches": [("default settings", {"kind": "ours", "model": KLING, "conc": 10_000})],
+        "cols": ["approach", "share_429", "requests_per_job", "lag_p95_of_age", "makespan_s"],
+    },
+    "cap": {
+        "title": "client cap 20 in flight, 60-200 s, time scale 0.1 (told); target: "
+        "makespan <= 1.03x the server's ideal for that cap",
+        "jobs": 200,
+        "quick_jobs": 100,
+        "config": {"time_scale": 0.1, "workers": _MANY, "seed": 15, "uniform": {KLING: [60, 200]}},
+        "approaches": [("default settings", {"kind": "ours", "model": KLING, "conc": 20})],
+        "cols": [
+            "approach",
+            "requests_per_job",
+            "lag_p95_of_age",
+            "makespan_s",
+            "makespan_over_ideal_for_cap",
+        ],
+    },
+}
+
+#: The issue's scenarios that need emulator options not there yet (the option
+#: names are the ones we expect the emulator to grow).
+NEEDS_EMULATOR: dict[str, str] = {
+    "burst-lognormal": "burst with lognormal durations: ModelProfile.lognormal(median, sigma) "
+    "(_emuproc config 'lognormal': {model: [median, sigma]})",
+    "burst-random": "burst on a random-order queue: Emulator(queue='random') "
+    "(_emuproc config 'queue': 'random'), with workers below the jobs so a queue forms",
+    "burst-lifo": "burst on a LIFO queue: Emulator(queue='lifo')",
+    "faults-outage": "faults with a 3 s outage: _emuproc config 'outage': [at_s, seconds] "
+    "calling Emulator.outage()",
+    "account": "a per-account limit: Emulator(account_workers=N) or Faults(account_limit=N)",
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -355,7 +673,13 @@ def main() -> int:
     parser.add_argument("--inflight-jobs", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument(
-        "--scenarios", default="fanout,inflight,ratelimit", help="comma-separated subset"
+        "--scenarios",
+        default="fanout,inflight,ratelimit",
+        help="comma-separated subset of: fanout, inflight, ratelimit, "
+        + ", ".join(NAMED)
+        + " (and, once the emulator has the options, "
+        + ", ".join(NEEDS_EMULATOR)
+        + ")",
     )
     parser.add_argument("--out", default=str(HERE / "results" / "bench_scheduler.json"))
     args = parser.parse_args()
@@ -376,16 +700,31 @@ def main() -> int:
             "client_concurrency": args.concurrency,
             "durations": [low, high],
             "python": sys.version.split()[0],
+            "commit": git_commit(),
             "cpus": os.cpu_count(),
         },
-        "floor_requests_per_job": floor_requests(low, high),
         "naive_2s_requests_per_job_expected": naive_requests(low, high, 2.0),
     }
+    floor = floor_schedule(low, high)
+    gamed = floor_schedule(low, high, search_ratio=True)
+    report["floor"] = floor
+    report["floor_requests_per_job"] = floor["requests_per_job"]
+    report["floor_spending_p5_on_the_fastest"] = gamed
+    report["legacy_floor_requests_per_job"] = legacy_floor_requests(low, high)
     print(
         f"floor (knows the distribution, not the job; p95 lag <= 10% of age): "
-        f"{report['floor_requests_per_job']:.2f} requests/job; "
-        f"a 2 s loop: ~{report['naive_2s_requests_per_job_expected']:.1f} (no queueing)"
+        f"{floor['requests_per_job']:.2f} requests/job, submit included "
+        f"(first check at {floor['first']:.1f} s, ratio {floor['ratio']:.4f});\n"
+        f"  the earlier figure {report['legacy_floor_requests_per_job']:.2f} also counted a "
+        f"check at exactly {low:.0f} s, which never finds a job done;\n"
+        f"  spending the whole 5% on the fastest jobs (first check at {gamed['first']:.1f} s, "
+        f"ratio {gamed['ratio']:.4f}) would reach {gamed['requests_per_job']:.2f}: it games "
+        f"the percentile, so not the floor;\n"
+        f"  a 2 s loop: ~{report['naive_2s_requests_per_job_expected']:.1f} (no queueing)"
     )
+    if scenarios & set(NEEDS_EMULATOR):
+        for name in sorted(scenarios & set(NEEDS_EMULATOR)):
+            print(f"skipped {name}: {NEEDS_EMULATOR[name]}", file=sys.stderr)
     cols = [
         "approach",
         "requests_per_job",
@@ -481,6 +820,20 @@ def main() -> int:
             rows,
             ["approach", "share_429", "requests_per_job", "lag_p95_of_age", "makespan_s", "errors"],
         )
+    for name, scenario in NAMED.items():
+        if name not in scenarios:
+            continue
+        size = scenario["quick_jobs"] if args.quick else scenario["jobs"]
+        rows = approach_runs(
+            scenario["config"],
+            [
+                (label, {**spec, "ts": scenario["config"]["time_scale"]})
+                for label, spec in scenario["approaches"]
+            ],
+            size,
+        )
+        report[name] = rows
+        print_table(f"{name}: {scenario['title']} ({size} jobs)", rows, scenario["cols"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"\nwrote {args.out}")

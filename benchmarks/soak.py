@@ -279,7 +279,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                             "share": round(finished / n, 2),
                             "bytes": _client_bytes() - baseline,
                             "in_flight": client.in_flight,
-                            "tracking": client.scheduler.tracking,
+                            "tracking": client.poll_stats.tracking,
                             "seconds": round(time.monotonic() - started, 1),
                         }
                     )
@@ -293,14 +293,14 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 await chaos
             await asyncio.sleep(args.outage)  # let an outage that is still on end
             await emu.command("clear_faults")
-            scheduler_alive = client.scheduler._dispatcher is not None and not (
-                client.scheduler._dispatcher.done()
+            scheduler_alive = client._poller._runner is not None and not (
+                client._poller._runner.done()
             )
             probe = await client.run(KlingTextToVideo(prompt="after the soak"), timeout=60)
             client_figures = {
                 "scheduler_alive": scheduler_alive,
-                "checks": client.scheduler.checks,
-                "check_failures": client.scheduler.check_failures,
+                "checks": client.poll_stats.checks,
+                "check_failures": client.poll_stats.check_failures,
                 "budget_granted": client.budget.granted,
                 "budget_rate_limited": client.budget.rate_limited,
                 "final_rate": client.budget.rate,

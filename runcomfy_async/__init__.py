@@ -6,6 +6,9 @@ scheduler for every job in flight::
     async with RunComfyClient() as client:
         result = await client.run(KlingTextToVideo(prompt="a red fox in the snow"))
         print(result.video)
+
+Test helpers (``MockTransport``, ``Emulator``, ...) live in
+:mod:`runcomfy_async.testing`.
 """
 
 from ._client import DEFAULT_BASE_URL, RunComfyClient
@@ -13,6 +16,7 @@ from ._errors import (
     APIStatusError,
     AuthenticationError,
     ClientStateError,
+    DownloadError,
     InputValidationError,
     InsufficientBalanceError,
     InvalidRequestError,
@@ -21,6 +25,7 @@ from ._errors import (
     JobFailedError,
     JobTimeoutError,
     MalformedResponseError,
+    ManifestProblem,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -33,28 +38,33 @@ from ._errors import (
 )
 from ._fanout import Outcome
 from ._job import Job
-from ._limiter import RequestBudget
-from ._models import Balance, CancelOutcome, JobState, Result, Status, SubmitResponse
+from ._limits import Budget, InFlightLimit, Limits, MemoryLimits, Priority
+from ._models import Balance, CancelOutcome, JobState, Result, Status
+from ._polling import JobEvent, PollStats
 from ._retry import RetryPolicy
-from ._scheduler import JobEvent, PollScheduler
-from ._timing import PollPolicy
-from ._transport import MockTransport, Request, Response, Transport
+from ._timing import ModelLatency, PollPolicy
+from ._transport import Request, Response, Transport
 from ._version import __version__
 from .batch import (
+    BatchOptions,
+    BatchPreview,
     BatchReport,
     BatchRunner,
+    CostEstimate,
     CostLimitError,
+    JobReport,
     JournalError,
     Manifest,
     ManifestError,
     run_batch,
 )
-from .catalog import ModelInfo, ModelsClient, ModelSpec
+from .catalog import ModelInfo, ModelsClient, ModelSpec, Registry
 from .inputs import (
     Element,
     KlingImageToVideo,
     KlingTextToVideo,
     ModelInput,
+    ModelPrice,
     MultiPromptSegment,
     PriceTable,
     estimate_cost,
@@ -66,12 +76,18 @@ __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "Balance",
+    "BatchOptions",
+    "BatchPreview",
     "BatchReport",
     "BatchRunner",
+    "Budget",
     "CancelOutcome",
     "ClientStateError",
+    "CostEstimate",
     "CostLimitError",
+    "DownloadError",
     "Element",
+    "InFlightLimit",
     "InputValidationError",
     "InsufficientBalanceError",
     "InvalidRequestError",
@@ -80,17 +96,22 @@ __all__ = [
     "JobError",
     "JobEvent",
     "JobFailedError",
+    "JobReport",
     "JobState",
     "JobTimeoutError",
     "JournalError",
     "KlingImageToVideo",
     "KlingTextToVideo",
+    "Limits",
     "MalformedResponseError",
     "Manifest",
     "ManifestError",
-    "MockTransport",
+    "ManifestProblem",
+    "MemoryLimits",
     "ModelInfo",
     "ModelInput",
+    "ModelLatency",
+    "ModelPrice",
     "ModelSpec",
     "ModelsClient",
     "MultiPromptSegment",
@@ -98,12 +119,13 @@ __all__ = [
     "Outcome",
     "PermissionDeniedError",
     "PollPolicy",
-    "PollScheduler",
+    "PollStats",
     "PriceTable",
+    "Priority",
     "ProgressBar",
     "RateLimitError",
+    "Registry",
     "Request",
-    "RequestBudget",
     "RequestTimeoutError",
     "Response",
     "Result",
@@ -113,7 +135,6 @@ __all__ = [
     "ServerError",
     "Status",
     "SubmitOutcomeUnknown",
-    "SubmitResponse",
     "Transport",
     "TransportError",
     "ValidationProblem",

@@ -2,9 +2,9 @@
 
 Safe calls (status, result, cancel) are retried on transport failures, 429 and
 5xx, with backoff and ``Retry-After``. A submit is a paid, non-idempotent POST:
-it is retried only when it certainly did not land (the connection was refused
-before anything was sent, or the server answered 429 or 503); when the outcome
-is unknown it raises :class:`~runcomfy_async.SubmitOutcomeUnknown` instead.
+it is retried only when it certainly did not land; when the outcome is unknown
+it raises :class:`~runcomfy_async.SubmitOutcomeUnknown` instead. Which is
+which is decided in ``_retry.py``, not here.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ._errors import (
     SubmitOutcomeUnknown,
     TransportError,
 )
-from ._limiter import Priority, RequestBudget
+from ._limits import Budget, Priority, Ticket
 from ._models import (
     CancelOutcome,
     Result,
@@ -41,7 +41,14 @@ from ._models import (
     parse_status,
     parse_submit,
 )
-from ._retry import RetryPolicy, parse_retry_after
+from ._retry import (
+    RetryPolicy,
+    Verdict,
+    cap_retry_after,
+    classify_safe,
+    classify_submit,
+    parse_retry_after,
+)
 from ._transport import Request, Response, Transport
 
 __all__ = ["API", "SUBMIT_READ_TIMEOUT", "check_request_id", "map_error"]
@@ -55,10 +62,6 @@ _MODEL_ID = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
 
 #: Seconds a submit POST may wait for its answer (RunComfy's ComfyUI nodes: 90 s).
 SUBMIT_READ_TIMEOUT = 90.0
-
-_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-# A submit answered with one of these was certainly not accepted.
-_SUBMIT_REJECTED = frozenset({429, 503})
 
 
 def check_request_id(request_id: object) -> str:
@@ -230,7 +233,7 @@ def map_error(
 class API:
     """The four API calls over a transport, sharing one request budget and retry policy."""
 
-    def __init__(self, transport: Transport, *, budget: RequestBudget, retry: RetryPolicy) -> None:
+    def __init__(self, transport: Transport, *, budget: Budget, retry: RetryPolicy) -> None:
         self.transport = transport
         self.budget = budget
         self.retry = retry
@@ -261,68 +264,54 @@ class API:
             await self.budget.acquire(Priority.SUBMIT)
             if before_send is not None:
                 await before_send()
+            error: RunComfyError | None
             try:
                 response = await self.transport.send(request)
-            except MalformedResponseError as exc:
-                # An answer came (too large to read): the job may exist.
+            except (MalformedResponseError, TransportError) as exc:
+                error = exc
+            else:
+                error = map_error(response, method="POST", path=path)
+                if error is None:
+                    self.budget.on_success()
+                    return self._accepted(model_id, payload, response)
+                self._note_status(error)
+            decision = classify_submit(error)
+            if decision.verdict is Verdict.UNKNOWN:
                 raise SubmitOutcomeUnknown(
-                    f"submit to {model_id} got an unreadable answer ({exc}); a job may exist. "
-                    "It was not resubmitted, to avoid paying twice.",
-                    model_id=model_id,
-                    payload=dict(payload),
-                ) from exc
-            except TransportError as exc:
-                if exc.request_sent:
-                    raise SubmitOutcomeUnknown(
-                        f"submit to {model_id} may or may not have created a job: {exc}. "
-                        "It was not resubmitted, to avoid paying twice.",
-                        model_id=model_id,
-                        payload=dict(payload),
-                    ) from exc
-                if last:
-                    raise
-                logger.info("submit to %s not sent (%s); retrying", model_id, exc)
-                await self.retry.sleep(self.retry.delay(retry_number))
-                continue
-            error = map_error(response, method="POST", path=path)
-            if error is None:
-                self.budget.on_success()
-                try:
-                    data = _decode(response.body)
-                except ValueError:
-                    raise SubmitOutcomeUnknown(
-                        f"submit to {model_id} was answered {response.status} with a body "
-                        f"that is not JSON ({_excerpt(response.body)!r}): a job may exist",
-                        model_id=model_id,
-                        payload=dict(payload),
-                    ) from None
-                try:
-                    answer = parse_submit(data, status_code=response.status)
-                    # The id goes into every later URL: one we cannot use is no id.
-                    check_request_id(answer.request_id)
-                except (MalformedResponseError, ValueError) as exc:
-                    raise SubmitOutcomeUnknown(
-                        f"submit to {model_id} was accepted but the answer is unreadable ({exc}); "
-                        "a job may exist",
-                        model_id=model_id,
-                        payload=dict(payload),
-                    ) from exc
-                return answer
-            retry_after = self._note_status(error)
-            if error.status_code in _SUBMIT_REJECTED and not last:
-                logger.info("submit to %s rejected with %s; retrying", model_id, error.status_code)
-                await self.retry.sleep(self.retry.delay(retry_number, retry_after))
-                continue
-            if isinstance(error, ServerError) and error.status_code not in _SUBMIT_REJECTED:
-                # A 500/502/504 does not prove that nothing was created.
-                raise SubmitOutcomeUnknown(
-                    f"submit to {model_id} was answered {error}; a job may or may not exist. "
+                    f"submit to {model_id} {_unknown_reason(error)}. "
                     "It was not resubmitted, to avoid paying twice.",
                     model_id=model_id,
                     payload=dict(payload),
                 ) from error
-            raise error
+            if not decision.retry or last:
+                raise error
+            logger.info("submit to %s certainly not accepted (%s); retrying", model_id, error)
+            await self.retry.sleep(self.retry.delay(retry_number, decision.retry_after))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _accepted(model_id: str, payload: Mapping[str, Any], response: Response) -> SubmitResponse:
+        try:
+            data = _decode(response.body)
+        except ValueError:
+            raise SubmitOutcomeUnknown(
+                f"submit to {model_id} was answered {response.status} with a body "
+                f"that is not JSON ({_excerpt(response.body)!r}): a job may exist",
+                model_id=model_id,
+                payload=dict(payload),
+            ) from None
+        try:
+            answer = parse_submit(data, status_code=response.status)
+            # The id goes into every later URL: one we cannot use is no id.
+            check_request_id(answer.request_id)
+        except (MalformedResponseError, ValueError) as exc:
+            raise SubmitOutcomeUnknown(
+                f"submit to {model_id} was accepted but the answer is unreadable ({exc}); "
+                "a job may exist",
+                model_id=model_id,
+                payload=dict(payload),
+            ) from exc
+        return answer
 
     async def status(self, request_id: str) -> Status:
         """The request's current state (retried: safe)."""
@@ -337,29 +326,30 @@ class API:
         data = await self._safe("GET", f"/v1/requests/{rid}/result", rid, Priority.CHECK, params)
         return parse_result(data, rid)
 
+    async def reserve(self, priority: Priority = Priority.CHECK) -> Ticket:
+        """Take one request-budget token now, for a single-try call made later."""
+        await self.budget.acquire(priority)
+        return Ticket()
+
     async def check(
-        self, request_id: str, *, include_cost: bool = False, acquired: bool = False
+        self, request_id: str, *, include_cost: bool = False, ticket: Ticket | None = None
     ) -> Result:
         """One try of the result route, for the scheduler, which retries on its own clock.
 
-        ``acquired``: the caller already took this request's budget token.
+        ``ticket``: a token taken earlier with :meth:`reserve`, spent by this call.
         """
         rid = check_request_id(request_id)
         params = {"include_cost": "true"} if include_cost else {}
         path = f"/v1/requests/{rid}/result"
-        data = await self._once("GET", path, rid, Priority.CHECK, params, acquired=acquired)
+        data = await self._once("GET", path, rid, Priority.CHECK, params, ticket=ticket)
         return parse_result(data, rid)
 
-    async def peek_status(self, request_id: str, *, acquired: bool = False) -> Status:
+    async def peek_status(self, request_id: str, *, ticket: Ticket | None = None) -> Status:
         """One try of the status route (it carries ``queue_position``), for the scheduler."""
         rid = check_request_id(request_id)
         path = f"/v1/requests/{rid}/status"
-        data = await self._once("GET", path, rid, Priority.CHECK, acquired=acquired)
+        data = await self._once("GET", path, rid, Priority.CHECK, ticket=ticket)
         return parse_status(data, rid)
-
-    async def acquire_check_token(self) -> None:
-        """Take one token of the request budget at check priority."""
-        await self.budget.acquire(Priority.CHECK)
 
     async def cancel(self, request_id: str) -> CancelOutcome:
         """Ask the server to cancel a queued request (retried: safe)."""
@@ -377,56 +367,34 @@ class API:
         Retried like status and result: a GET changes nothing. For the model
         catalog and the balance.
         """
-        for retry_number in range(self.retry.attempts):
-            try:
-                await self.budget.acquire(Priority.CHECK)
-                response = await self.transport.send(
-                    Request("GET", path, params=params or {}, url=url)
-                )
-                error = map_error(response, method="GET", path=path)
-                if error is not None:
-                    self._note_status(error)
-                    raise error
-                self.budget.on_success()
-                try:
-                    return _decode(response.body)
-                except ValueError:
-                    raise MalformedResponseError(
-                        f"GET {path} answered with a body that is not JSON",
-                        status_code=response.status,
-                        excerpt=_excerpt(response.body),
-                    ) from None
-            except RunComfyError as exc:
-                retry_after = retryable_after(exc)
-                if retry_after is False or retry_number == self.retry.attempts - 1:
-                    raise
-                await self.retry.sleep(self.retry.delay(retry_number, retry_after or None))
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._safe("GET", path, None, Priority.CHECK, params, url=url)
 
-    def _note_status(self, error: APIStatusError) -> float | None:
+    def _note_status(self, error: APIStatusError) -> None:
+        """Tell the budget what an error answer says of the server's limit."""
         if isinstance(error, RateLimitError):
-            retry_after = error.retry_after
-            if retry_after is not None:
-                # One absurd Retry-After must not stall every request of the client.
-                retry_after = min(retry_after, self.retry.max_retry_after)
-            self.budget.on_rate_limited(retry_after)
-            return error.retry_after
-        self.budget.on_success()
-        return error.retry_after if isinstance(error, ServerError) else None
+            # One absurd Retry-After must not stall every request of the client.
+            self.budget.on_rate_limited(
+                cap_retry_after(error.retry_after, self.retry.max_retry_after)
+            )
+        else:
+            self.budget.on_success()
 
     async def _once(
         self,
         method: str,
         path: str,
-        request_id: str,
+        request_id: str | None,
         priority: Priority,
         params: Mapping[str, str] | None = None,
         *,
-        acquired: bool = False,
+        ticket: Ticket | None = None,
+        url: str | None = None,
     ) -> Any:
-        if not acquired:
+        if ticket is None:
             await self.budget.acquire(priority)
-        response = await self.transport.send(Request(method, path, params=params or {}))
+        else:
+            ticket.spend()
+        response = await self.transport.send(Request(method, path, params=params or {}, url=url))
         error = map_error(response, method=method, path=path, request_id=request_id)
         if error is not None:
             self._note_status(error)
@@ -445,18 +413,20 @@ class API:
         self,
         method: str,
         path: str,
-        request_id: str,
+        request_id: str | None,
         priority: Priority,
         params: Mapping[str, str] | None = None,
+        *,
+        url: str | None = None,
     ) -> Any:
         for retry_number in range(self.retry.attempts):
             try:
-                return await self._once(method, path, request_id, priority, params)
+                return await self._once(method, path, request_id, priority, params, url=url)
             except RunComfyError as exc:
-                retry_after = retryable_after(exc)
-                if retry_after is False or retry_number == self.retry.attempts - 1:
+                decision = classify_safe(exc)
+                if not decision.retry or retry_number == self.retry.attempts - 1:
                     raise
-                delay = self.retry.delay(retry_number, retry_after or None)
+                delay = self.retry.delay(retry_number, decision.retry_after)
                 logger.info(
                     "%s %s failed (%s); retry %d in %.2fs",
                     method,
@@ -469,13 +439,9 @@ class API:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def retryable_after(exc: BaseException) -> float | bool | None:
-    """For a safe call: False if ``exc`` is final, else the server's Retry-After (or None)."""
-    if isinstance(exc, (RateLimitError, ServerError)):
-        return exc.retry_after
-    if isinstance(exc, APIStatusError):
-        return None if exc.status_code in _RETRYABLE_STATUS else False
-    if isinstance(exc, (TransportError, MalformedResponseError)):
-        # A truncated or garbled body on a read is worth another try.
-        return None
-    return False
+def _unknown_reason(error: RunComfyError) -> str:
+    if isinstance(error, MalformedResponseError):
+        return f"got an unreadable answer ({error}); a job may exist"
+    if isinstance(error, TransportError):
+        return f"may or may not have created a job: {error}"
+    return f"was answered {error}; a job may or may not exist"

@@ -8,15 +8,17 @@ a closed client raises :class:`ClientStateError` and cannot be reopened.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import enum
 import logging
+import math
 import os
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._api import API, check_request_id
 from ._errors import (
@@ -26,10 +28,10 @@ from ._errors import (
 )
 from ._fanout import Outcome, as_completed, map_jobs
 from ._job import Job
-from ._limiter import RequestBudget
+from ._limits import Budget, Limits, MemoryLimits
 from ._models import Balance, CancelOutcome, Result, Status, parse_balance
-from ._retry import RetryPolicy
-from ._scheduler import JobEvent, Listener, PollScheduler
+from ._polling import JobEvent, Listener, PollScheduler, PollStats
+from ._retry import RetryPolicy, classify_submit
 from ._timing import PollPolicy
 from ._transport import BALANCE_URL, AiohttpTransport, Transport, check_base_url
 from .catalog import DEFAULT_REGISTRY, ModelsClient, Registry
@@ -53,68 +55,6 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class _InFlightCap:
-    """A semaphore whose capacity adapts: lowered on 429 to submits, regrown slowly."""
-
-    __slots__ = ("_ceiling", "_grow_every", "_since_grow", "_waiters", "capacity", "in_flight")
-
-    def __init__(self, capacity: int) -> None:
-        self._ceiling = capacity
-        self.capacity = capacity
-        self.in_flight = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._since_grow = 0
-        self._grow_every = 5
-
-    async def acquire(self) -> None:
-        if self.in_flight < self.capacity and not self._waiters:
-            self.in_flight += 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.release()  # granted but unused: pass it on
-            raise
-
-    def force_acquire(self) -> None:
-        """Count a job that is already in flight (adopted), even past capacity."""
-        self.in_flight += 1
-
-    def release(self) -> None:
-        self.in_flight -= 1
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters and self.in_flight < self.capacity:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                self.in_flight += 1
-                fut.set_result(None)
-
-    def on_rate_limited(self) -> None:
-        # The account's concurrency limit is at most what is in flight now.
-        self.capacity = max(1, min(self.capacity, self.in_flight - 1))
-        self._since_grow = 0
-
-    def on_job_finished(self) -> None:
-        if self.capacity < self._ceiling:
-            self._since_grow += 1
-            if self._since_grow >= self._grow_every:
-                self._since_grow = 0
-                self.capacity += 1
-                self._wake()
-
-    def close(self) -> None:
-        # Waiters fail with the client's error, not a CancelledError nobody asked for.
-        for fut in self._waiters:
-            if not fut.done():
-                fut.set_exception(ClientStateError("the client was closed"))
-        self._waiters.clear()
-
-
 class RunComfyClient:
     """An async client for RunComfy's Model API.
 
@@ -125,8 +65,13 @@ class RunComfyClient:
 
     - ``max_in_flight``: jobs submitted and not yet finished, at most (further
       submits wait); lowered automatically while the server answers 429.
+      Every submit of this client, a batch's included, shares this one limit.
     - ``requests_per_second``: the shared request budget for submits and
       checks (adapts down on 429; None: unlimited until the first 429).
+    - ``limits``: the budget and in-flight limit as one object (see
+      :class:`Limits`), e.g. one shared by many clients or processes; when
+      given, ``max_in_flight`` and ``requests_per_second`` are not used, and
+      closing the client does not close them (their owner does).
     - ``poll``: the :class:`PollPolicy` of the scheduler.
     - ``retry``: the :class:`RetryPolicy` for safe calls.
     - ``validate_inputs``: check payloads of known models before submitting.
@@ -154,11 +99,17 @@ class RunComfyClient:
         include_cost: bool = False,
         transport: Transport | None = None,
         allow_insecure_http: bool = False,
+        limits: Limits | None = None,
         balance_url: str | None = None,
         catalog_ttl: float = 300.0,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
+        self._owns_limits = limits is None
+        if limits is None:
+            limits = MemoryLimits(
+                requests_per_second=requests_per_second, max_in_flight=max_in_flight
+            )
         if token is None:
             token = os.environ.get("RUNCOMFY_API_TOKEN") or os.environ.get("RUNCOMFY_TOKEN")
         base = base_url or os.environ.get("RUNCOMFY_BASE_URL") or DEFAULT_BASE_URL
@@ -175,18 +126,18 @@ class RunComfyClient:
             read_timeout=read_timeout,
             balance_url=self._balance_url,
         )
-        self._budget = RequestBudget(requests_per_second)
-        self._api = API(self._transport, budget=self._budget, retry=retry or RetryPolicy())
+        self._limits = limits
+        self._api = API(self._transport, budget=limits.budget, retry=retry or RetryPolicy())
         self._poll = poll or PollPolicy()
         self._include_cost = include_cost
         self._validate = validate_inputs
-        self._cap = _InFlightCap(max_in_flight)
+        self._cap = limits.slots
         self._scheduler: PollScheduler | None = None
         self._state = _State.UNOPENED
         # A custom transport brings its own auth; only ours needs the token.
         self._needs_token = transport is None
-        self._event_queues: set[asyncio.Queue[JobEvent | None]] = set()
-        self._close_task: asyncio.Task[None] | None = None
+        self._event_streams: set[MemoryObjectSendStream[JobEvent]] = set()
+        self._closed_event: anyio.Event | None = None
         self._models = ModelsClient(
             self._catalog_get, registry=Registry(parent=DEFAULT_REGISTRY), ttl=catalog_ttl
         )
@@ -239,11 +190,19 @@ class RunComfyClient:
 
     @property
     def in_flight(self) -> int:
-        """Jobs submitted (or adopted) and not finished yet."""
+        """Jobs submitted (or adopted) and not finished yet, across every caller of this client."""
         return self._cap.in_flight
 
     @property
-    def scheduler(self) -> PollScheduler:
+    def poll_stats(self) -> PollStats:
+        """A snapshot of the polling scheduler's counters (jobs tracked, checks sent)."""
+        s = self._scheduler
+        if s is None:
+            return PollStats(tracking=0, checks=0, check_failures=0)
+        return PollStats(tracking=s.tracking, checks=s.checks, check_failures=s.check_failures)
+
+    @property
+    def _poller(self) -> PollScheduler:
         """The client's polling scheduler (created on first use)."""
         if self._scheduler is None:
             if self._state is _State.CLOSED:
@@ -272,9 +231,19 @@ class RunComfyClient:
         return parse_balance(data)
 
     @property
-    def budget(self) -> RequestBudget:
-        """The shared request budget (rate adapts to 429 answers)."""
-        return self._budget
+    def max_in_flight(self) -> int:
+        """How many jobs may be in flight now (lowered while submits draw 429)."""
+        return self._cap.capacity
+
+    @property
+    def limits(self) -> Limits:
+        """The request budget and in-flight limit this client shares among its calls."""
+        return self._limits
+
+    @property
+    def budget(self) -> Budget:
+        """The shared request budget (rate adapts to 429 answers); ``limits.budget``."""
+        return self._limits.budget
 
     async def aclose(self) -> None:
         """Stop the scheduler, fail unfinished jobs with ClientStateError, close connections.
@@ -282,23 +251,33 @@ class RunComfyClient:
         Idempotent. Jobs still running on the server keep running there; their
         request ids (``job.request_id``) let another client resume them.
         """
-        if self._close_task is None:
-            self._state = _State.CLOSED
-            # One close, run as its own task: if the caller of aclose() is
-            # cancelled midway, the close still completes (and a second
-            # aclose() waits for it instead of returning early).
-            self._close_task = asyncio.get_running_loop().create_task(self._close())
-        await asyncio.shield(self._close_task)
+        if self._closed_event is not None:
+            # A close is under way (or done): wait for it, never return early.
+            await self._closed_event.wait()
+            return
+        self._state = _State.CLOSED
+        self._closed_event = anyio.Event()
+        # Shielded: if the caller of aclose() is cancelled midway, the close
+        # still completes; the cancellation is delivered after it.
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._close()
+            finally:
+                self._closed_event.set()
 
     async def _close(self) -> None:
         try:
             if self._scheduler is not None:
                 await self._scheduler.aclose()
         finally:
-            for queue in self._event_queues:
-                queue.put_nowait(None)  # end every events() stream
-            self._cap.close()
-            self._budget.close()
+            for stream in list(self._event_streams):
+                stream.close()  # end every events() stream
+            if self._owns_limits:
+                # Fails this client's waiters at once; limits given to us may
+                # serve other clients, and our waiters then fail with
+                # ClientStateError when their turn comes (the client is closed).
+                self._cap.close()
+                self._limits.budget.close()
             await self._transport.aclose()
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
@@ -360,7 +339,7 @@ class RunComfyClient:
                     self._cap.release()
                     released = True
                     retry = self._api.retry
-                    await retry.sleep(retry.delay(attempt, exc.retry_after))
+                    await retry.sleep(retry.delay(attempt, classify_submit(exc).retry_after))
                     self._ready()
                     await self._cap.acquire()
                     released = False
@@ -371,7 +350,7 @@ class RunComfyClient:
                     f"the client was closed while submitting; job {response.request_id} "
                     f"({model_id}) was created: resume it with client.track(request_id, model_id)"
                 )
-            tracked = self.scheduler.track(response.request_id, model_id)
+            tracked = self._poller.track(response.request_id, model_id)
         except BaseException:
             if not released:
                 self._cap.release()
@@ -389,7 +368,7 @@ class RunComfyClient:
         model_or_input: str | ModelInput,
         payload: Mapping[str, Any] | None = None,
         *,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-job deadline is part of the API (JobTimeoutError)
         cancel_on_timeout: bool = False,
     ) -> Result:
         """Submit, then wait for the result (see :meth:`submit` and :meth:`Job.wait`)."""
@@ -405,10 +384,10 @@ class RunComfyClient:
         self._ready()
         check_request_id(request_id)
         prepare_request(model_id, {}, validate=False)  # the model id must be URL-safe
-        existing = self.scheduler._jobs.get(request_id)
+        existing = self._poller.get(request_id)
         if existing is not None:
             return Job(self, existing)
-        tracked = self.scheduler.track(request_id, model_id, fresh=False)
+        tracked = self._poller.track(request_id, model_id, fresh=False)
         self._cap.force_acquire()
         tracked.on_done = self._job_finished
         if tracked.done:  # pragma: no cover - track never finishes synchronously
@@ -472,7 +451,7 @@ class RunComfyClient:
         payloads: Iterable[Mapping[str, Any]] | None = None,
         *,
         concurrency: int | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-job deadline is part of the API (JobTimeoutError)
     ) -> list[Outcome]:
         """Like :meth:`map`, but wait for everything; outcomes in input order."""
         outcomes = [
@@ -492,23 +471,28 @@ class RunComfyClient:
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(JobEvent)`` on every job state change of this client."""
-        self.scheduler.add_listener(listener)
+        self._poller.add_listener(listener)
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling ``listener``."""
-        self.scheduler.remove_listener(listener)
+        self._poller.remove_listener(listener)
 
     async def events(self) -> AsyncIterator[JobEvent]:
         """An async stream of every job state change; it ends when the client closes."""
-        queue: asyncio.Queue[JobEvent | None] = asyncio.Queue()
-        self.scheduler.add_listener(queue.put_nowait)
-        self._event_queues.add(queue)
+        if self.closed:
+            return
+        # Unbounded: a listener is called synchronously by the scheduler and
+        # cannot wait for a slow consumer, and dropping an event could lose a
+        # job's final state.
+        send, receive = anyio.create_memory_object_stream[JobEvent](math.inf)
+        listener = send.send_nowait
+        self._poller.add_listener(listener)
+        self._event_streams.add(send)
         try:
-            while not self.closed:
-                event = await queue.get()
-                if event is None:
-                    return
-                yield event
+            async with receive:
+                async for event in receive:
+                    yield event
         finally:
-            self._event_queues.discard(queue)
-            self.scheduler.remove_listener(queue.put_nowait)
+            self._event_streams.discard(send)
+            self._poller.remove_listener(listener)
+            send.close()

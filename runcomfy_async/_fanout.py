@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import anyio
 import attrs
 
 from ._job import Job
 from ._models import Result
 
 if TYPE_CHECKING:
-    from ._client import RunComfyClient
     from .inputs import ModelInput
 
-__all__ = ["Outcome", "as_completed", "map_jobs"]
+__all__ = ["Outcome", "Submitter", "as_completed", "map_jobs"]
+
+
+class Submitter(Protocol):
+    """What a fan-out needs of the client: submit one job, get its :class:`Job`."""
+
+    async def submit(
+        self, model_or_input: str | ModelInput, payload: Mapping[str, Any] | None = None
+    ) -> Job:
+        """Submit one paid job (see ``RunComfyClient.submit``)."""
+        ...
 
 
 @attrs.frozen
@@ -41,12 +52,12 @@ class Outcome:
 
 
 async def map_jobs(
-    client: RunComfyClient,
+    client: Submitter,
     model_or_inputs: str | Iterable[ModelInput],
     payloads: Iterable[Mapping[str, Any]] | None,
     *,
     concurrency: int | None,
-    timeout: float | None,
+    timeout: float | None,  # noqa: ASYNC109 - a per-job deadline, passed to Job.wait
     keys: Iterable[Any] | None,
 ) -> AsyncIterator[Outcome]:
     """The engine of ``RunComfyClient.map`` (see there)."""
@@ -62,66 +73,66 @@ async def map_jobs(
     if concurrency is not None and concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     limit = asyncio.Semaphore(concurrency or 1_000_000)
-    # Outcomes, then one sentinel (the producer's own error, or None) when it stops.
-    results: asyncio.Queue[Outcome | BaseException | None] = asyncio.Queue()
     key_iter = iter(keys) if keys is not None else None
-    submitted = 0
-    waiters: set[asyncio.Task[None]] = set()
+    # Outcomes, or the producer's own error; the stream ends when every job is done.
+    send, receive = anyio.create_memory_object_stream[Outcome | BaseException](math.inf)
+
+    def deliver(item: Outcome | BaseException) -> None:
+        # BrokenResourceError: the consumer has left; nobody wants this outcome.
+        with contextlib.suppress(anyio.BrokenResourceError):
+            send.send_nowait(item)
 
     async def finish(index: int, key: Any, job: Job) -> None:
         try:
             result = await job.wait(timeout)
         except Exception as exc:
-            results.put_nowait(Outcome(index, key, job, error=exc))
+            deliver(Outcome(index, key, job, error=exc))
         else:
-            results.put_nowait(Outcome(index, key, job, result=result))
+            deliver(Outcome(index, key, job, result=result))
         finally:
             limit.release()
 
-    async def produce() -> None:
-        nonlocal submitted
-        error: BaseException | None = None
-        try:
-            for index, (what, payload) in enumerate(items):
-                key = next(key_iter, index) if key_iter is not None else index
-                await limit.acquire()
-                submitted += 1
+    async def run() -> None:
+        # One task owns the fan-out: its task group holds every waiter. The
+        # generator below cannot hold the group itself: a yield inside a task
+        # group suspends it in the consumer's frame, and cancellation then
+        # reaches the wrong task (PEP 789).
+        with send:
+            async with anyio.create_task_group() as waiters:
                 try:
-                    job = await client.submit(what, payload)
-                except Exception as exc:
-                    limit.release()
-                    results.put_nowait(Outcome(index, key, error=exc))
-                    continue
-                task = asyncio.get_running_loop().create_task(finish(index, key, job))
-                waiters.add(task)
-                task.add_done_callback(waiters.discard)
-        except Exception as exc:  # e.g. the caller's iterable raised
-            error = exc
-        finally:
-            results.put_nowait(error)
+                    for index, (what, payload) in enumerate(items):
+                        key = next(key_iter, index) if key_iter is not None else index
+                        await limit.acquire()
+                        try:
+                            job = await client.submit(what, payload)
+                        except Exception as exc:
+                            limit.release()
+                            deliver(Outcome(index, key, error=exc))
+                            continue
+                        waiters.start_soon(finish, index, key, job)
+                except Exception as exc:  # e.g. the caller's iterable raised
+                    deliver(exc)
 
-    producer = asyncio.get_running_loop().create_task(produce())
-    yielded = 0
-    producing = True
+    runner = asyncio.get_running_loop().create_task(run(), name="runcomfy-async map")
     try:
-        while producing or yielded < submitted:
-            item = await results.get()
-            if isinstance(item, Outcome):
-                yielded += 1
+        async with receive:
+            async for item in receive:
+                if isinstance(item, BaseException):
+                    raise item
                 yield item
-            elif item is None:
-                producing = False
-            else:
-                raise item
     finally:
-        producer.cancel()
-        for task in list(waiters):
-            task.cancel()
+        # Leaving early (break, an error, cancellation) stops submitting and
+        # waiting; jobs already submitted keep running on the server.
+        runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(producer, *waiters, return_exceptions=True)
+            await runner
 
 
-async def as_completed(jobs: Iterable[Job], *, timeout: float | None = None) -> AsyncIterator[Job]:
+async def as_completed(
+    jobs: Iterable[Job],
+    *,
+    timeout: float | None = None,  # noqa: ASYNC109 - part of the public API
+) -> AsyncIterator[Job]:
     """Yield each job as it finishes; after ``timeout`` raise TimeoutError."""
     jobs = list(jobs)
     futures = {asyncio.ensure_future(asyncio.shield(j._t.waiter)): j for j in jobs if not j.done()}

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import anyio
 
 from ._errors import JobCancelledError, JobTimeoutError
-from ._models import JobState, Result
-from ._scheduler import Tracked
+from ._models import CancelOutcome, JobState, Result
+from ._polling import Tracked
 
-if TYPE_CHECKING:
-    from ._client import RunComfyClient
+__all__ = ["Job", "JobOwner"]
 
-__all__ = ["Job"]
+
+class JobOwner(Protocol):
+    """What a :class:`Job` needs of the client that tracks it: a way to cancel."""
+
+    async def cancel(self, request_id: str) -> CancelOutcome:
+        """Ask the server to cancel ``request_id`` (and check it again soon if it was)."""
+        ...
 
 
 class Job:
@@ -28,7 +35,7 @@ class Job:
 
     __slots__ = ("_client", "_t")
 
-    def __init__(self, client: RunComfyClient, tracked: Tracked) -> None:
+    def __init__(self, client: JobOwner, tracked: Tracked) -> None:
         self._client = client
         self._t = tracked
 
@@ -91,7 +98,12 @@ class Job:
         return outcome
 
     async def wait(
-        self, timeout: float | None = None, *, cancel_on_timeout: bool = False
+        self,
+        # A deadline here, not only the caller's cancel scope: it raises
+        # JobTimeoutError naming the job, and can cancel the remote job.
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        cancel_on_timeout: bool = False,
     ) -> Result:
         """Wait for the job's outcome: its Result, or its error raised.
 
@@ -102,10 +114,11 @@ class Job:
         """
         if not self._t.done:
             try:
-                # shield: a waiter that is cancelled or times out must not
-                # cancel the shared future other waiters rely on.
-                await asyncio.wait_for(asyncio.shield(self._t.waiter), timeout)
-            except asyncio.TimeoutError:
+                with anyio.fail_after(timeout):
+                    # shield: a waiter that is cancelled or times out must not
+                    # cancel the shared future other waiters rely on.
+                    await asyncio.shield(self._t.waiter)
+            except TimeoutError:
                 if self._t.done:
                     return self.result()
                 cancelled = False
@@ -131,7 +144,6 @@ class Job:
         """
         if self._t.done:
             return False
+        # The owner checks a cancelled job again soon, so its waiters learn it.
         outcome = await self._client.cancel(self.request_id)
-        if outcome.cancelled:
-            self._client._scheduler_check_soon(self.request_id)
         return outcome.cancelled

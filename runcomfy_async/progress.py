@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from ._models import JobState
-from ._scheduler import JobEvent
+from ._polling import JobEvent
 
 if TYPE_CHECKING:
     from ._client import RunComfyClient

@@ -31,12 +31,10 @@ from runcomfy_async import (
     InvalidRequestError,
     JobState,
     MalformedResponseError,
-    MockTransport,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
     Request,
-    RequestBudget,
     RequestTimeoutError,
     Response,
     RetryPolicy,
@@ -45,7 +43,9 @@ from runcomfy_async import (
     TransportError,
 )
 from runcomfy_async._api import API, check_request_id, map_error
+from runcomfy_async._limits import RequestBudget
 from runcomfy_async._transport import AiohttpTransport
+from runcomfy_async.testing import MockTransport
 
 BASE = "https://api.runcomfy.test"
 TOKEN = "rc-test-token-0123456789abcdef"
@@ -554,12 +554,14 @@ async def test_submit_posts_the_payload_once_and_reads_the_answer(
     assert call.kwargs["json"] == {"prompt": "a fox"}
 
 
-@pytest.mark.parametrize(("status", "tries"), [(429, 3), (503, 2)])
-async def test_submit_rejected_with_429_or_503_is_retried(
-    api: API, http: aioresponses, status: int, tries: int
+@pytest.mark.parametrize(
+    ("status", "headers", "tries"), [(429, {}, 3), (503, {"Retry-After": "1"}, 2)]
+)
+async def test_submit_rejected_with_429_or_503_with_retry_after_is_retried(
+    api: API, http: aioresponses, status: int, headers: dict[str, str], tries: int
 ) -> None:
     for _ in range(tries - 1):
-        http.post(SUBMIT_URL, status=status, payload={"error_message": "busy"})
+        http.post(SUBMIT_URL, status=status, payload={"error_message": "busy"}, headers=headers)
     http.post(SUBMIT_URL, payload=ACCEPTED)
     assert (await api.submit(MODEL, {"prompt": "a fox"})).request_id == RID
     assert len(sent(http, "POST", SUBMIT_URL)) == tries
@@ -585,7 +587,7 @@ async def test_submit_retry_after_is_honoured(
     assert fake_time.delays[0] == 3.0 and 17.0 <= fake_time.delays[1] <= 20.0
 
 
-@pytest.mark.parametrize("status", [500, 502, 504])
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
 async def test_submit_answered_5xx_is_outcome_unknown_and_not_retried(
     api: API, http: aioresponses, status: int
 ) -> None:

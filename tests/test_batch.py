@@ -449,7 +449,7 @@ async def test_typed_inputs_and_a_log_progress_work_from_library_code(
 async def test_hostile_output_urls_only_ever_write_inside_the_directory(tmp_path: Path) -> None:
     from aiohttp import web
 
-    from runcomfy_async import MockTransport, Request, Response
+    from runcomfy_async.testing import MockTransport, Request, Response
 
     async def serve_file(request: web.Request) -> web.Response:
         return web.Response(body=b"data:" + request.path.encode())

@@ -14,7 +14,6 @@ from runcomfy_async import (
     AuthenticationError,
     InputValidationError,
     InvalidRequestError,
-    MockTransport,
     ModelInfo,
     NotFoundError,
     PermissionDeniedError,
@@ -27,6 +26,7 @@ from runcomfy_async._transport import BALANCE_URL, AiohttpTransport, origin_of, 
 from runcomfy_async.catalog import ModelsClient, Registry, csv_column_types, latency_prior
 from runcomfy_async.emulator import Emulator, SyntheticModel
 from runcomfy_async.inputs import estimate_cost
+from runcomfy_async.testing import MockTransport
 
 TEST_TIME_SCALE = 0.001
 

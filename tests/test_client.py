@@ -33,13 +33,11 @@ from runcomfy_async import (
     KlingImageToVideo,
     KlingTextToVideo,
     MalformedResponseError,
-    MockTransport,
     NotFoundError,
     PermissionDeniedError,
     PollPolicy,
     RateLimitError,
     Request,
-    RequestBudget,
     RequestTimeoutError,
     Response,
     RetryPolicy,
@@ -50,8 +48,10 @@ from runcomfy_async import (
     TransportError,
 )
 from runcomfy_async._api import API
+from runcomfy_async._limits import RequestBudget
 from runcomfy_async._transport import AiohttpTransport
 from runcomfy_async.emulator import KLING_PRO_T2V, KLING_STANDARD_I2V, Emulator, Faults
+from runcomfy_async.testing import MockTransport
 
 MakeEmulator = Callable[..., Awaitable[Emulator]]
 
@@ -496,14 +496,18 @@ async def test_submit_refused_before_sending_is_retried_then_transport_error(
     assert client.in_flight == 0
 
 
-async def test_submit_answered_503_is_retried(
+async def test_submit_answered_503_without_retry_after_is_outcome_unknown(
     make_emulator: MakeEmulator, make_client: MakeClient
 ) -> None:
+    # A bare 503 does not prove that nothing was created (RunComfy's own
+    # clients treat every 5xx to a submit as unknown): one POST, no retry.
     emu = await make_emulator(faults=Faults(rate_503=1.0, routes={"submit"}))
     client = make_client(emu, retry=RetryPolicy.no_wait(attempts=3))
-    with pytest.raises(ServerError):
+    with pytest.raises(SubmitOutcomeUnknown) as info:
         await client.submit(KLING_PRO_T2V, T2V_BODY)
-    assert emu.counters.submit == 3 and emu.counters.jobs_created == 0
+    assert isinstance(info.value.__cause__, ServerError)
+    assert emu.counters.submit == 1
+    assert client.in_flight == 0
 
 
 async def test_submit_answered_429_is_retried(make_emulator: MakeEmulator) -> None:
@@ -561,7 +565,7 @@ async def test_the_token_never_shows_in_reprs_logs_or_errors(
     i2v = await client.submit(KLING_STANDARD_I2V, I2V_BODY)
     t2v = await client.submit(KLING_PRO_T2V, T2V_BODY)
     seen += [repr(client), repr(client._transport), repr(client._api), repr(i2v), repr(t2v)]
-    seen += [repr(client.scheduler), repr(client.budget)]
+    seen += [repr(client._poller), repr(client.budget)]
     for _ in range(3):
         await _capture(errors, client.status(t2v.request_id))
     await _capture(errors, client.cancel(t2v.request_id))
@@ -774,8 +778,9 @@ async def test_closing_fails_submits_waiting_for_a_slot_with_client_state_error(
 
 async def test_before_send_runs_after_slot_and_token_immediately_before_the_post() -> None:
     """The hook sees the job holding its slot, and runs before the POST leaves."""
-    from runcomfy_async import MockTransport, RunComfyClient
+    from runcomfy_async import RunComfyClient
     from runcomfy_async._transport import Response
+    from runcomfy_async.testing import MockTransport
 
     order: list[str] = []
 
@@ -793,3 +798,31 @@ async def test_before_send_runs_after_slot_and_token_immediately_before_the_post
 
         await client.submit("some/model", {"prompt": "x"}, before_send=hook)
     assert order[:2] == ["hook in_flight=1", "send POST"]
+
+
+async def test_leaving_a_map_early_stops_its_run_task_and_raises_nothing() -> None:
+    from runcomfy_async.testing import MockTransport, Response
+
+    submitted: list[str] = []
+
+    async def handler(request: Request) -> Response:
+        if request.method == "POST":
+            rid = f"r-{len(submitted)}"
+            submitted.append(rid)
+            return Response(200, {}, f'{{"request_id": "{rid}", "status": "in_queue"}}'.encode())
+        rid = request.path.split("/")[3]
+        return Response(200, {}, f'{{"request_id": "{rid}", "status": "succeeded"}}'.encode())
+
+    async with RunComfyClient(
+        transport=MockTransport(handler),
+        validate_inputs=False,
+        poll=PollPolicy(time_scale=0.001),
+    ) as client:
+        payloads = [{"prompt": f"p{i}"} for i in range(20)]
+        async for outcome in client.map("vendor/model", payloads, concurrency=3):
+            assert outcome.ok
+            break
+        await asyncio.sleep(0.05)
+        leftovers = [t for t in asyncio.all_tasks() if t.get_name() == "runcomfy-async map"]
+        assert leftovers == []
+        assert len(submitted) < 20  # submitting stopped when the loop was left

@@ -1,4 +1,5 @@
-"""The request budget: token bucket, priorities, 429 adaptation, cancellation.
+"""The client's limits: the request budget (token bucket, priorities, 429 adaptation,
+cancellation), the in-flight limit, tickets, and the ``limits=`` seam.
 
 Most tests run on a fake clock. The budget wakes its waiters with one loop
 timer; :func:`fire` runs that wake-up at once (instead of after real time),
@@ -11,8 +12,10 @@ import asyncio
 
 import pytest
 
-from runcomfy_async import ClientStateError, RequestBudget
-from runcomfy_async._limiter import Priority
+from runcomfy_async import (
+    ClientStateError,
+)
+from runcomfy_async._limits import MemoryLimits, Priority, RequestBudget, SlotLimit, Ticket
 
 
 class FakeClock:
@@ -272,3 +275,141 @@ def test_sporadic_429s_do_not_pin_the_rate_to_its_floor(
     for _ in range(1000):  # then a long stretch without a 429
         budget.on_success()
     assert budget.rate == (rate or 100.0)  # back at its ceiling
+
+
+# -- the in-flight limit, tickets, and the Limits seam --------------------------------
+
+
+async def test_slot_limit_makes_the_next_caller_wait_until_a_release() -> None:
+    slots = SlotLimit(2)
+    await slots.acquire()
+    await slots.acquire()
+    waiter = asyncio.ensure_future(slots.acquire())
+    await settle()
+    assert not waiter.done() and slots.in_flight == 2
+    slots.release()
+    await settle()
+    assert waiter.done() and slots.in_flight == 2
+
+
+async def test_slot_limit_lowers_on_429_and_regrows_one_slot_per_few_finished_jobs() -> None:
+    slots = SlotLimit(8, grow_every=2)
+    for _ in range(6):
+        await slots.acquire()
+    slots.on_rate_limited()
+    assert slots.capacity == 5  # at most what was in flight, less one
+    for _ in range(4):
+        slots.on_job_finished()
+    assert slots.capacity == 7
+    for _ in range(10):
+        slots.on_job_finished()
+    assert slots.capacity == 8  # never past the configured ceiling
+
+
+async def test_a_cancelled_slot_waiter_that_was_granted_passes_the_slot_on() -> None:
+    slots = SlotLimit(1)
+    await slots.acquire()
+    first = asyncio.ensure_future(slots.acquire())
+    second = asyncio.ensure_future(slots.acquire())
+    await settle()
+    slots.release()  # granted to `first`...
+    first.cancel()  # ...which gives up before it runs
+    await settle()
+    assert second.done() and slots.in_flight == 1
+
+
+async def test_closing_the_slot_limit_fails_its_waiters_with_client_state_error() -> None:
+    slots = SlotLimit(1)
+    await slots.acquire()
+    waiter = asyncio.ensure_future(slots.acquire())
+    await settle()
+    slots.close()
+    with pytest.raises(ClientStateError):
+        await waiter
+
+
+def test_a_slot_limit_needs_at_least_one_slot() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        SlotLimit(0)
+
+
+def test_a_ticket_is_spent_once() -> None:
+    ticket = Ticket()
+    ticket.spend()
+    with pytest.raises(RuntimeError, match="twice"):
+        ticket.spend()
+
+
+def test_memory_limits_build_the_in_memory_budget_and_slots() -> None:
+    limits = MemoryLimits(requests_per_second=3.0, max_in_flight=5)
+    assert isinstance(limits.budget, RequestBudget) and limits.budget.rate == 3.0
+    assert isinstance(limits.slots, SlotLimit) and limits.slots.capacity == 5
+
+
+class CountingLimits:
+    """A Limits of its own (as a Redis-backed one would be): counts what the client asks."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryLimits(requests_per_second=None, max_in_flight=3)
+        self.tokens: list[Priority] = []
+        outer = self
+
+        class Budget(RequestBudget):
+            async def acquire(self, priority: Priority = Priority.CHECK) -> None:
+                outer.tokens.append(priority)
+                await super().acquire(priority)
+
+        self._budget = Budget(None)
+
+    @property
+    def budget(self) -> RequestBudget:
+        return self._budget
+
+    @property
+    def slots(self) -> SlotLimit:
+        return self.inner.slots
+
+
+async def test_a_client_uses_the_limits_it_is_given_for_every_request_and_slot() -> None:
+    from runcomfy_async import Limits, PollPolicy, RunComfyClient
+    from runcomfy_async.testing import MockTransport, Request, Response
+
+    async def handler(request: Request) -> Response:
+        if request.method == "POST":
+            return Response(200, {}, b'{"request_id": "r-1", "status": "in_queue"}')
+        return Response(200, {}, b'{"request_id": "r-1", "status": "succeeded", "output": {}}')
+
+    limits = CountingLimits()
+    assert isinstance(limits, Limits)  # the Protocol is runtime-checkable
+    async with RunComfyClient(
+        transport=MockTransport(handler),
+        limits=limits,
+        validate_inputs=False,
+        poll=PollPolicy(time_scale=0.001),  # an unseen model's first probe comes at once
+    ) as client:
+        assert client.limits is limits and client.budget is limits.budget
+        job = await client.submit("vendor/model", {"prompt": "x"})
+        assert limits.slots.in_flight == 1 == client.in_flight
+        await job.wait(5)
+        assert limits.slots.in_flight == 0
+        assert client.max_in_flight == 3
+    assert limits.tokens[0] is Priority.SUBMIT and Priority.CHECK in limits.tokens
+
+
+async def test_closing_a_client_leaves_limits_it_was_given_open_for_other_clients() -> None:
+    from runcomfy_async import RunComfyClient
+    from runcomfy_async.testing import MockTransport, Request, Response
+
+    async def handler(request: Request) -> Response:
+        return Response(200, {}, b'{"request_id": "r-2", "status": "in_queue"}')
+
+    shared = MemoryLimits(requests_per_second=None, max_in_flight=2)
+    first = RunComfyClient(transport=MockTransport(handler), limits=shared)
+    await first.aclose()
+    async with RunComfyClient(
+        transport=MockTransport(handler), limits=shared, validate_inputs=False
+    ) as second:
+        job = await second.submit("vendor/model", {"prompt": "x"})  # the budget still grants
+        assert shared.slots.in_flight == 1
+    assert job.done()  # failed by the close, its slot given back
+    assert shared.slots.in_flight == 0

@@ -13,9 +13,14 @@ from runcomfy_async import (
     MalformedResponseError,
     Result,
     Status,
-    SubmitResponse,
 )
-from runcomfy_async._models import parse_cancel, parse_result, parse_status, parse_submit
+from runcomfy_async._models import (
+    SubmitResponse,
+    parse_cancel,
+    parse_result,
+    parse_status,
+    parse_submit,
+)
 
 RID = "3f2b6c1e-9a7d-4e1f-8b2a-0c9d8e7f6a5b"
 VIDEO = "https://storage.example.com/outputs/a.mp4"

@@ -28,27 +28,27 @@ from runcomfy_async import (
     APIStatusError,
     CancelOutcome,
     MalformedResponseError,
-    MockTransport,
     RateLimitError,
     Request,
-    RequestBudget,
     Response,
     Result,
     RetryPolicy,
     RunComfyError,
     ServerError,
     Status,
-    SubmitResponse,
 )
 from runcomfy_async._api import API, map_error
+from runcomfy_async._limits import RequestBudget
 from runcomfy_async._models import (
     JobState,
+    SubmitResponse,
     parse_cancel,
     parse_result,
     parse_status,
     parse_submit,
 )
 from runcomfy_async._retry import parse_retry_after
+from runcomfy_async.testing import MockTransport
 
 SETTINGS = settings(
     max_examples=100,

@@ -105,5 +105,5 @@ async def test_track_progress_follows_a_clients_jobs_and_detaches(
             outcomes = await client.gather(T2V, [{"prompt": f"clip {i}"} for i in range(3)])
         assert all(o.ok for o in outcomes)
         assert bar.done == 3 and bar.counts == {"succeeded": 3}
-        assert client.scheduler._listeners == []
+        assert client._poller._listeners == []
     assert "jobs: 3/3 done (100%)" in out.getvalue()

@@ -11,6 +11,7 @@ import asyncio
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from vtime import FakeAPI, run_virtual, uniform_durations
@@ -23,10 +24,14 @@ from runcomfy_async import (
     MalformedResponseError,
     NotFoundError,
     PollPolicy,
+    RateLimitError,
     Result,
     ServerError,
 )
-from runcomfy_async._scheduler import JobEvent, PollScheduler, Tracked
+from runcomfy_async._polling import JobEvent, PollScheduler, Tracked
+from runcomfy_async._polling._due import DueQueue
+from runcomfy_async._polling._frontier import QueueFrontier
+from runcomfy_async._retry import MAX_RETRY_AFTER
 
 KLING = "kling/kling-3.0/standard/image-to-video"
 UNKNOWN = "acme/brand-new-model"
@@ -376,3 +381,97 @@ def test_an_unseen_model_learns_even_when_results_carry_no_timestamps() -> None:
 
     tracked = run_virtual(main)
     assert all(isinstance(t.outcome, Result) for t in tracked)
+
+
+def test_every_check_spends_exactly_one_budget_ticket() -> None:
+    async def main() -> FakeAPI:
+        api = FakeAPI(workers=4)
+        sched = PollScheduler(api, PollPolicy())
+        sched.add_listener(lambda event: None)  # queued jobs take the status route
+        now = asyncio.get_running_loop().time()
+        tracked = []
+        for i in range(30):
+            api.add(f"j{i}", 70.0, now=now)
+            tracked.append(sched.track(f"j{i}", KLING))
+        await asyncio.gather(*(t.waiter for t in tracked))
+        await sched.aclose()
+        return api
+
+    api = run_virtual(main)
+    assert api.status_checks > 0
+    # The dispatcher may hold one ticket it never used when it closes.
+    assert api.checks <= api.tickets <= api.checks + 1
+
+
+class RateLimitedAPI(FakeAPI):
+    """Answers the first check of each job with a 429 carrying an absurd Retry-After."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+        self.limited: set[str] = set()
+        self.check_times: list[float] = []
+
+    async def check(self, request_id: str, **kw: Any) -> Result:
+        self.check_times.append(asyncio.get_running_loop().time())
+        if request_id not in self.limited:
+            self.limited.add(request_id)
+            kw["ticket"].spend()
+            raise RateLimitError("slow down", status_code=429, retry_after=self.retry_after)
+        return await super().check(request_id, **kw)
+
+
+@pytest.mark.parametrize(("retry_after", "gap"), [(30.0, 30.0), (86_400.0, MAX_RETRY_AFTER)])
+def test_a_checks_retry_after_is_honoured_up_to_the_one_cap(retry_after: float, gap: float) -> None:
+    async def main() -> RateLimitedAPI:
+        api = RateLimitedAPI(retry_after)
+        sched = PollScheduler(api, PollPolicy(assume_fifo_queue=False, verify_probes_per_round=0))
+        api.add("x", 1.0, now=asyncio.get_running_loop().time())
+        t = sched.track("x", KLING)
+        await t.waiter
+        await sched.aclose()
+        return api
+
+    api = run_virtual(main)
+    first, second = api.check_times[:2]
+    assert second - first == pytest.approx(gap)
+
+
+# -- the parts: due queue and frontier ------------------------------------------------
+
+
+def test_the_due_queue_skips_stale_entries_of_rescheduled_and_dropped_jobs() -> None:
+    async def main() -> None:
+        queue = DueQueue()
+        a, b, c = (Tracked(rid, KLING, 0.0) for rid in "abc")
+        assert queue.push(a, 5.0) and queue.push(b, 3.0) and not queue.push(c, 4.0)
+        queue.push(b, 9.0)  # rescheduled: its entry at 3.0 is stale
+        queue.drop(c)  # parked: its entry at 4.0 is stale
+        head = queue.peek(lambda t: False)
+        assert head is a
+        queue.pop()
+        assert queue.peek(lambda t: False) is b
+        queue.pop()
+        assert queue.peek(lambda t: False) is None
+
+    run_virtual(main)
+
+
+def test_a_frontier_round_brackets_the_start_boundary_and_settles_when_all_started() -> None:
+    async def main() -> None:
+        frontier = QueueFrontier()
+        jobs = [Tracked(f"j{i}", KLING, 0.0) for i in range(9)]
+        for t in jobs:
+            frontier.add(t)
+        picked, due = frontier.round(0.0, 10.0, 3)
+        assert picked == [] and due == 10.0  # the first round is one interval out
+        frontier.note_queued(9.0)
+        picked, due = frontier.round(10.0, 10.0, 3)
+        assert picked == [jobs[2], jobs[4], jobs[6]] and due == 20.0
+        frontier.seen_queued(jobs[4], 10.0)
+        assert frontier.queued_at(jobs[7]) == 10.0 and frontier.queued_at(jobs[3]) is None
+        frontier.seen_started(jobs[8])
+        assert frontier.settled()
+        assert frontier.round(30.0, 10.0, 3) == ([], None)
+
+    run_virtual(main)

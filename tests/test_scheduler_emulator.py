@@ -95,7 +95,7 @@ async def test_faults_on_checks_do_not_stop_the_scheduler(make_emulator: MakeEmu
         outcomes = await client.gather(T2V, [body(i) for i in range(60)])
         assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
         assert emu.counters.fault_500 + emu.counters.fault_502 + emu.counters.fault_drop > 0
-        assert client.scheduler.check_failures > 0
+        assert client.poll_stats.check_failures > 0
         assert emu.counters.jobs_created == 60
 
 
@@ -237,7 +237,7 @@ async def test_429_on_submits_lowers_the_in_flight_cap(
     emu = await make_emulator(time_scale=SCALE, workers=50)
     async with client_for(emu, max_in_flight=8, retry=RetryPolicy.no_wait(attempts=2)) as client:
         capacities: list[int] = []
-        cap_class = type(client._cap)
+        cap_class = type(client.limits.slots)
         lower = cap_class.on_rate_limited
 
         def record(cap: Any) -> None:

@@ -40,7 +40,6 @@ from runcomfy_async import (
     JobTimeoutError,
     KlingTextToVideo,
     MalformedResponseError,
-    MockTransport,
     NotFoundError,
     PollPolicy,
     RateLimitError,
@@ -56,6 +55,7 @@ from runcomfy_async import (
 )
 from runcomfy_async.batch._download import Downloader
 from runcomfy_async.emulator import KLING_PRO_T2V, Emulator, Faults
+from runcomfy_async.testing import MockTransport
 
 TOKEN = "rc_live_S3CRET-7f3a9c21e4b84d0c"
 SCALE = 0.001
@@ -136,7 +136,7 @@ async def test_token_is_absent_from_every_repr_and_str(make_emulator: MakeEmulat
         client.add_listener(events.append)
         jobs = [await client.submit(KlingTextToVideo(prompt=f"fox {i}")) for i in range(6)]
         objects: list[object] = [client, client._transport, client._api, client.budget]
-        objects += [client.scheduler, *jobs]
+        objects += [client._poller, *jobs]
         for job in jobs:
             with contextlib.suppress(RunComfyError):
                 objects.append(await job)

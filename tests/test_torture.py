@@ -40,10 +40,8 @@ from runcomfy_async import (
     JobFailedError,
     JobTimeoutError,
     KlingTextToVideo,
-    MockTransport,
     PollPolicy,
     Request,
-    RequestBudget,
     Response,
     Result,
     RetryPolicy,
@@ -51,8 +49,10 @@ from runcomfy_async import (
     RunComfyError,
     SubmitOutcomeUnknown,
 )
+from runcomfy_async._limits import RequestBudget
 from runcomfy_async._transport import AiohttpTransport
 from runcomfy_async.emulator import ROUTES, Faults
+from runcomfy_async.testing import MockTransport
 
 T = TypeVar("T")
 SCALE = 0.001  # a Kling pro clip (90-200 s) takes 0.09-0.2 s
@@ -275,14 +275,14 @@ async def test_cancelling_map_and_as_completed_consumers(
                 consumer.cancel()
             await asyncio.gather(*consumers, return_exceptions=True)
             # What they left behind is still tracked, and still finishes.
-            leftovers = list(client.scheduler._jobs)
+            leftovers = list(client._poller._jobs)
             tail = await client.gather([KlingTextToVideo(prompt="after")])
             assert tail[0].ok
             for _ in range(200):
-                if client.scheduler.tracking == 0:
+                if client.poll_stats.tracking == 0:
                     break
                 await asyncio.sleep(0.02)
-            assert client.scheduler.tracking == 0, leftovers
+            assert client.poll_stats.tracking == 0, leftovers
     _assert_clean_shutdown(caplog)
 
 

@@ -16,7 +16,6 @@ from aiohttp import web
 from runcomfy_async import (
     ClientStateError,
     MalformedResponseError,
-    MockTransport,
     Request,
     RequestTimeoutError,
     Response,
@@ -24,6 +23,7 @@ from runcomfy_async import (
 )
 from runcomfy_async._transport import MAX_BODY_BYTES, AiohttpTransport, check_base_url
 from runcomfy_async.emulator._api import drop_connection
+from runcomfy_async.testing import MockTransport
 
 TOKEN = "rc-transport-secret-5f1e2d3c4b5a"
 

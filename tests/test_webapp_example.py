@@ -133,9 +133,9 @@ async def test_fifty_concurrent_clips_share_one_client(
     # Every request the API saw came through this one client's budget...
     assert client.budget.granted == c.requests
     # ...and its one scheduler made every check, a bounded number per job.
-    assert client.scheduler.checks == c.result + c.status
+    assert client.poll_stats.checks == c.result + c.status
     assert (c.result + c.status) / 50 <= 15
-    assert client.scheduler.tracking == 0
+    assert client.poll_stats.tracking == 0
 
 
 async def test_async_submit_then_poll(

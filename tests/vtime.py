@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from runcomfy_async import JobState, NotFoundError, Result, ServerError, Status
+from runcomfy_async._limits import Ticket
 from runcomfy_async._models import parse_result
 
 T = TypeVar("T")
@@ -72,13 +73,14 @@ class FakeJob:
 class FakeAPI:
     """An in-memory server: jobs with known durations, an optional worker pool.
 
-    Implements what the scheduler needs (``check``, ``peek_status``,
-    ``acquire_check_token``) and counts every call.
+    Implements what the scheduler needs (``reserve``, ``check``,
+    ``peek_status``) and counts every call.
     """
 
     def __init__(self, *, workers: int | None = None) -> None:
         self.jobs: dict[str, FakeJob] = {}
         self.checks = 0
+        self.tickets = 0  # budget tokens taken; every check spends exactly one
         self.status_checks = 0
         self.fail_checks: dict[str, int] = {}  # request_id -> checks left that raise 5xx
         self.not_found: dict[str, int] = {}  # request_id -> checks left that answer 404
@@ -104,8 +106,9 @@ class FakeAPI:
         self.jobs[request_id] = job
         return job
 
-    async def acquire_check_token(self) -> None:
-        return None
+    async def reserve(self) -> Ticket:
+        self.tickets += 1
+        return Ticket()
 
     def _state(self, job: FakeJob, now: float) -> str:
         if now < job.start:
@@ -125,8 +128,10 @@ class FakeAPI:
             raise NotFoundError("unknown", status_code=404, error_code=404001)
 
     async def check(
-        self, request_id: str, *, include_cost: bool = False, acquired: bool = False
+        self, request_id: str, *, include_cost: bool = False, ticket: Ticket | None = None
     ) -> Result:
+        if ticket is not None:
+            ticket.spend()
         self.checks += 1
         await asyncio.sleep(0)
         self._raise_faults(request_id)
@@ -147,7 +152,9 @@ class FakeAPI:
             body["error"] = {"code": "E", "message": "generation failed"}
         return parse_result(body, request_id)
 
-    async def peek_status(self, request_id: str, *, acquired: bool = False) -> Status:
+    async def peek_status(self, request_id: str, *, ticket: Ticket | None = None) -> Status:
+        if ticket is not None:
+            ticket.spend()
         self.status_checks += 1
         self.checks += 1
         await asyncio.sleep(0)

@@ -31,9 +31,9 @@ from urllib.parse import quote
 
 import attrs
 
+from .._version import __version__
 from ._journal import Journal
 from ._report import _HINTS
-from .._version import __version__
 
 __all__ = ["GALLERY_NAME", "gallery_html", "render_gallery", "write_gallery"]
 

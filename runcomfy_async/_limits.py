@@ -1,4 +1,12 @@
-"""The client-wide request budget: one adaptive token bucket for submits and checks.
+"""The client's limits: the request budget and the one in-flight limit.
+
+Both are reached through :class:`Limits`, a small protocol: the client (and a
+batch through the client) uses nothing else, so a shared implementation (one
+backed by Redis, for many processes on one account) can replace the in-memory
+default, :class:`MemoryLimits`, with ``RunComfyClient(limits=...)``.
+
+The request budget
+------------------
 
 Every request the client sends takes a token first. Submits are served before
 checks, so polling never starves new work. The rate adapts: a 429 halves it
@@ -7,20 +15,46 @@ quickly up to 90% of the rate that last drew a 429 and slowly up to that rate,
 so a client settles just under the server's limit instead of probing it every
 few seconds (and quickly again once past it: that 429 was no rate limit).
 Waiting costs no task: a single timer wakes the next waiters.
+
+The in-flight limit
+-------------------
+
+Jobs submitted and not yet finished, at most ``max_in_flight``. A submit that
+draws 429 after the API's own retries lowers it to what is in flight (the
+account's concurrency limit is at most that); every few finished jobs win one
+slot back. The client and every batch on it share this one limit.
+
+Both wait on plain loop futures and one loop timer rather than anyio
+primitives: anyio has no priority-ordered or resizable semaphore, and a
+thousand waiting submits must cost a future each, not a task or a cancel
+scope. Cancellation is handled where it matters (a granted but abandoned
+token or slot is passed on), and ``close()`` fails waiters with
+ClientStateError rather than cancelling them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import heapq
 import itertools
 import time
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from ._errors import ClientStateError
 
-__all__ = ["Priority", "RequestBudget"]
+__all__ = [
+    "Budget",
+    "InFlightLimit",
+    "Limits",
+    "MemoryLimits",
+    "Priority",
+    "RequestBudget",
+    "SlotLimit",
+    "Ticket",
+]
 
 
 def _loop_clock() -> float:
@@ -42,6 +76,117 @@ class Priority(enum.IntEnum):
     SUBMIT = 0
     CANCEL = 1
     CHECK = 2
+
+
+class Budget(Protocol):
+    """The request budget as the API layer uses it (and what it reports)."""
+
+    @property
+    def rate(self) -> float:
+        """The current rate in requests per second (``inf`` when unlimited)."""
+        ...
+
+    @property
+    def granted(self) -> int:
+        """Tokens granted so far."""
+        ...
+
+    @property
+    def rate_limited(self) -> int:
+        """429 answers recorded so far."""
+        ...
+
+    async def acquire(self, priority: Priority = Priority.CHECK) -> None:
+        """Wait for one request token (raise ClientStateError once closed)."""
+        ...
+
+    def on_success(self) -> None:
+        """An answer that was not a 429 came back."""
+        ...
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        """A 429 came back, with the server's (capped) Retry-After."""
+        ...
+
+    def close(self) -> None:
+        """Fail every waiter with ClientStateError; later acquires fail too."""
+        ...
+
+
+class InFlightLimit(Protocol):
+    """The cap on jobs in flight, as the client uses it."""
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs holding a slot now."""
+        ...
+
+    @property
+    def capacity(self) -> int:
+        """Slots available now (adapts to 429s on submit)."""
+        ...
+
+    async def acquire(self) -> None:
+        """Wait for a slot (raise ClientStateError once closed)."""
+        ...
+
+    def force_acquire(self) -> None:
+        """Count a job already in flight (adopted), even past capacity."""
+        ...
+
+    def release(self) -> None:
+        """Give a slot back."""
+        ...
+
+    def on_rate_limited(self) -> None:
+        """A submit was still refused with 429 after retries: lower the capacity."""
+        ...
+
+    def on_job_finished(self) -> None:
+        """A job ended: a step towards winning capacity back."""
+        ...
+
+    def close(self) -> None:
+        """Fail every waiter with ClientStateError."""
+        ...
+
+
+@runtime_checkable
+class Limits(Protocol):
+    """What a client needs of its limits: one request budget, one in-flight limit."""
+
+    @property
+    def budget(self) -> Budget:
+        """The request budget shared by every request of the client."""
+        ...
+
+    @property
+    def slots(self) -> InFlightLimit:
+        """The limit on jobs in flight shared by every submit of the client."""
+        ...
+
+
+class Ticket:
+    """One request-budget token taken ahead of the request that will spend it.
+
+    The scheduler takes its token before it picks the job to check (so the
+    most overdue job at that moment gets it), then hands the ticket to the
+    API call, which spends it instead of taking another. Spending twice is a bug.
+    """
+
+    __slots__ = ("spent",)
+
+    def __init__(self) -> None:
+        self.spent = False
+
+    def __repr__(self) -> str:
+        return f"<Ticket {'spent' if self.spent else 'held'}>"
+
+    def spend(self) -> None:
+        """Use the token; raise RuntimeError if it was used already."""
+        if self.spent:
+            raise RuntimeError("a request-budget ticket was spent twice")
+        self.spent = True
 
 
 class RequestBudget:
@@ -249,3 +394,116 @@ class RequestBudget:
                     ClientStateError("the client was closed while this request waited")
                 )
         self._waiters.clear()
+
+
+class SlotLimit:
+    """The in-memory in-flight limit: a semaphore whose capacity adapts.
+
+    Lowered on 429 to submits, regrown by one slot every ``grow_every``
+    finished jobs up to the configured ceiling.
+    """
+
+    __slots__ = ("_capacity", "_ceiling", "_grow_every", "_in_flight", "_since_grow", "_waiters")
+
+    def __init__(self, capacity: int, *, grow_every: int = 5) -> None:
+        if capacity < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._ceiling = capacity
+        self._capacity = capacity
+        self._in_flight = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._since_grow = 0
+        self._grow_every = grow_every
+
+    def __repr__(self) -> str:
+        return f"<SlotLimit {self._in_flight}/{self._capacity} waiting={len(self._waiters)}>"
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs holding a slot now."""
+        return self._in_flight
+
+    @property
+    def capacity(self) -> int:
+        """Slots available now (at most the configured ``max_in_flight``)."""
+        return self._capacity
+
+    async def acquire(self) -> None:
+        """Wait for a slot, first come first served."""
+        if self._in_flight < self._capacity and not self._waiters:
+            self._in_flight += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release()  # granted but unused: pass it on
+            raise
+
+    def force_acquire(self) -> None:
+        """Count a job that is already in flight (adopted), even past capacity."""
+        self._in_flight += 1
+
+    def release(self) -> None:
+        """Give a slot back and wake the next waiter."""
+        self._in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_flight < self._capacity:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self._in_flight += 1
+                fut.set_result(None)
+
+    def on_rate_limited(self) -> None:
+        """The account's concurrency limit is at most what is in flight now."""
+        self._capacity = max(1, min(self._capacity, self._in_flight - 1))
+        self._since_grow = 0
+
+    def on_job_finished(self) -> None:
+        """Every ``grow_every`` finished jobs, one slot back (up to the ceiling)."""
+        if self._capacity < self._ceiling:
+            self._since_grow += 1
+            if self._since_grow >= self._grow_every:
+                self._since_grow = 0
+                self._capacity += 1
+                self._wake()
+
+    def close(self) -> None:
+        """Fail every waiter with ClientStateError (not a CancelledError nobody asked for)."""
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(ClientStateError("the client was closed"))
+        self._waiters.clear()
+
+
+class MemoryLimits:
+    """The default :class:`Limits`: a :class:`RequestBudget` and a :class:`SlotLimit` in memory.
+
+    ``requests_per_second`` starts the budget (None: unlimited until the first
+    429); ``max_in_flight`` caps jobs in flight. One process, one account.
+    """
+
+    __slots__ = ("_budget", "_slots")
+
+    def __init__(
+        self, *, requests_per_second: float | None = 20.0, max_in_flight: int = 64
+    ) -> None:
+        self._slots = SlotLimit(max_in_flight)
+        self._budget = RequestBudget(requests_per_second)
+
+    def __repr__(self) -> str:
+        return f"<MemoryLimits {self._budget!r} {self._slots!r}>"
+
+    @property
+    def budget(self) -> Budget:
+        """The in-memory request budget."""
+        return self._budget
+
+    @property
+    def slots(self) -> InFlightLimit:
+        """The in-memory in-flight limit."""
+        return self._slots

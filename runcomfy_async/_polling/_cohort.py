@@ -1,0 +1,173 @@
+"""Probe cohorts: jobs of models whose duration is not known (yet, or only as a prior).
+
+A job of a model with no prior and nothing learned is *parked*: it has no
+due time, and waits in its model's cohort. A probe round checks a few of them
+(rotating through all), and the first success teaches the model's minimum
+duration, which ends the cohort and schedules every parked job. Jobs of a
+model known only by its prior join the cohort without being parked: a few
+verification probes test the prior until a job succeeds.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+
+from .._timing import ModelLatency, PollPolicy
+from ._due import DueQueue
+from ._tracked import Tracked
+
+__all__ = ["ProbeCohorts"]
+
+# Flags in Tracked.cohort (written only here).
+_MEMBER = 1  # in its model's cohort: a probe candidate
+_PARKED = 2  # no due time: waits for a probe round or for the model to learn
+
+
+class ProbeCohorts:
+    """Every model's cohort, its probe rounds, and which jobs are parked."""
+
+    __slots__ = (
+        "_cohort",
+        "_due",
+        "_latency",
+        "_parked",
+        "_poke",
+        "_policy",
+        "_probe_due",
+    )
+
+    def __init__(
+        self,
+        policy: PollPolicy,
+        due: DueQueue,
+        latency: Callable[[str], ModelLatency],
+        poke: Callable[[], None],
+    ) -> None:
+        self._policy = policy
+        self._due = due
+        self._latency = latency
+        self._poke = poke
+        self._cohort: dict[str, collections.deque[Tracked]] = {}
+        self._parked = 0  # how many jobs are parked (for the repr)
+        self._probe_due: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"<ProbeCohorts models={len(self._cohort)} parked={self._parked}>"
+
+    @property
+    def active(self) -> bool:
+        """True while some model has probe rounds."""
+        return bool(self._probe_due)
+
+    def probing(self, model_id: str) -> bool:
+        """True while ``model_id`` has a cohort."""
+        return model_id in self._cohort
+
+    def is_parked(self, t: Tracked) -> bool:
+        """True if ``t`` waits for a probe round or for its model to learn."""
+        return bool(t.cohort & _PARKED)
+
+    def park(self, t: Tracked) -> None:
+        """Take ``t`` off the due queue; it waits in its model's cohort."""
+        self._due.drop(t)
+        if not t.cohort & _PARKED:
+            self._parked += 1
+            t.cohort |= _PARKED
+        self.join(t)
+
+    def join(self, t: Tracked) -> None:
+        """Add ``t`` to its model's cohort (a probe candidate), parked or not."""
+        if not t.cohort & _MEMBER:
+            t.cohort |= _MEMBER
+            self._cohort.setdefault(t.model_id, collections.deque()).append(t)
+        if t.model_id not in self._probe_due:
+            prior = self._latency(t.model_id).minimum()
+            first = self._policy.scaled(self._policy.probe_first_check)
+            if prior is not None:
+                first = max(first, 0.1 * prior)
+            self._probe_due[t.model_id] = t.submitted + first
+            self._poke()
+
+    def leave(self, t: Tracked) -> None:
+        """``t`` leaves its cohort (checked on demand, or finished)."""
+        # The deque drops it lazily when a probe round or the learning meets it.
+        if t.cohort & _PARKED:
+            self._parked -= 1
+        t.cohort = 0
+
+    def run(self, now: float) -> float | None:
+        """Put due probe rounds on the due queue; return when the next one is due."""
+        policy = self._policy
+        next_due: float | None = None
+        for model_id, due in list(self._probe_due.items()):
+            queue = self._cohort.get(model_id)
+            while queue and (queue[0].done or not queue[0].cohort & _MEMBER):
+                queue.popleft()
+            if not queue:
+                self._cohort.pop(model_id, None)
+                del self._probe_due[model_id]
+                continue
+            if due <= now:
+                unknown = self._latency(model_id).minimum() is None
+                if unknown:
+                    per_round = max(2, -(-len(queue) // policy.probe_share))
+                    per_round = min(per_round, policy.probes_per_round)
+                else:
+                    per_round = policy.verify_probes_per_round
+                oldest = queue[0].submitted
+                sampled = 0
+                for _ in range(len(queue)):
+                    if sampled >= per_round:
+                        break
+                    t = queue.popleft()
+                    if t.done or not t.cohort & _MEMBER:
+                        continue
+                    queue.append(t)  # rotate: each round samples other jobs
+                    oldest = min(oldest, t.submitted)
+                    if t.checking or (not t.cohort & _PARKED and t.due <= now):
+                        continue  # it is being checked, or will be right away
+                    self._due.push(t, now)
+                    sampled += 1
+                if unknown:
+                    due = policy.next_check(now=now, submitted=oldest, earliest=None)
+                else:
+                    due = oldest + (now - oldest) * policy.verify_ratio
+                self._probe_due[model_id] = due
+            next_due = due if next_due is None else min(next_due, due)
+        return next_due
+
+    def end(self, model_id: str, now: float) -> None:
+        """A job of the model succeeded: stop probing, schedule every parked job."""
+        minimum = self._latency(model_id).minimum()
+        if minimum is None:
+            return  # nothing learned: the probes must go on, or parked jobs wait forever
+        cohort = self._cohort.pop(model_id, None)
+        self._probe_due.pop(model_id, None)
+        if not cohort:
+            return
+        for t in cohort:
+            if t.done or not t.cohort & _MEMBER:
+                continue
+            parked = t.cohort & _PARKED
+            self.leave(t)
+            if not parked:
+                continue
+            t.earliest = t.submitted + minimum
+            # Jobs already past the minimum may have finished: check them now.
+            due = (
+                now
+                if t.earliest <= now
+                else self._policy.next_check(now=now, submitted=t.submitted, earliest=t.earliest)
+            )
+            if self._due.push(t, due):
+                self._poke()
+
+    def clear(self) -> None:
+        """Forget every cohort (the scheduler is closing)."""
+        for cohort in self._cohort.values():
+            for t in cohort:
+                t.cohort = 0
+        self._cohort.clear()
+        self._parked = 0
+        self._probe_due.clear()

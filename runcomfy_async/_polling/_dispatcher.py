@@ -1,0 +1,519 @@
+"""The polling scheduler: one per client, for every in-flight request.
+
+Jobs wait in the :class:`~._due.DueQueue`. One run task sleeps until the
+earliest check is due, takes a ticket from the client's request budget, then
+pops whatever is most due *at that moment* (so under a tight budget the
+requests go to the jobs that have waited longest past their due time) and
+hands the check to one of ``max_concurrent_checks`` workers in its task
+group. A thousand waiting jobs cost a thousand
+heap entries, not a thousand sleeping tasks.
+
+When each job is checked is ``_timing.py``'s business; models with nothing
+known are probed by ``_cohort.py``; FIFO queues are read by ``_frontier.py``.
+A failed check backs off that job alone (``_retry.classify_check`` says how
+hard); nothing a check raises stops the dispatcher. The scheduler knows
+"check this id" through :class:`CheckAPI`, nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import anyio
+
+from .._errors import ClientStateError, JobCancelledError, NotFoundError
+from .._limits import Ticket
+from .._models import JobState, Result, Status
+from .._retry import MAX_RETRY_AFTER, CheckDecision, cap_retry_after, classify_check
+from .._timing import ModelLatency, PollPolicy
+from ._cohort import ProbeCohorts
+from ._due import DueQueue
+from ._frontier import QueueFrontier
+from ._outcomes import job_error, server_duration
+from ._tracked import JobEvent, Listener, Tracked, loop_time
+
+__all__ = ["CheckAPI", "PollScheduler"]
+
+logger = logging.getLogger("runcomfy_async")
+
+
+class CheckAPI(Protocol):
+    """What the scheduler needs of the API: a ticket of the budget, single-try checks."""
+
+    async def reserve(self) -> Ticket:
+        """Take one request token at check priority."""
+        ...
+
+    async def check(
+        self, request_id: str, *, include_cost: bool = False, ticket: Ticket | None = None
+    ) -> Result:
+        """One try of the result route, spending ``ticket``."""
+        ...
+
+    async def peek_status(self, request_id: str, *, ticket: Ticket | None = None) -> Status:
+        """One try of the status route, spending ``ticket``."""
+        ...
+
+
+class PollScheduler:
+    """Tracks every in-flight request of one client and resolves each when it ends.
+
+    Started lazily by the first :meth:`track`, stopped by :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        api: CheckAPI,
+        policy: PollPolicy,
+        *,
+        include_cost: bool = False,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._api = api
+        self.policy = policy
+        self._include_cost = include_cost
+        # The loop's clock by default: the loop's timers then agree with our
+        # due times, and tests can run the scheduler on a virtual-time loop.
+        self._clock = clock or loop_time
+        self._due = DueQueue()
+        self._jobs: dict[str, Tracked] = {}
+        self._models: dict[str, ModelLatency] = {}
+        self._cohorts = ProbeCohorts(policy, self._due, self.latency, self._poke)
+        # Per model, what FIFO order tells about queued jobs (see _frontier.py).
+        self._frontiers: dict[str, QueueFrontier] = {}
+        self._listeners: list[Listener] = []
+        self._slots = asyncio.Semaphore(policy.max_concurrent_checks)
+        self._runner: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self._wake_timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.checks = 0
+        self.check_failures = 0
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._runner else "idle")
+        return (
+            f"<PollScheduler {state} tracking={len(self._jobs)} checks={self.checks} "
+            f"failures={self.check_failures}>"
+        )
+
+    # -- public surface ---------------------------------------------------------
+
+    @property
+    def tracking(self) -> int:
+        """How many requests are in flight."""
+        return len(self._jobs)
+
+    def get(self, request_id: str) -> Tracked | None:
+        """The record of ``request_id`` while it is in flight, else None."""
+        return self._jobs.get(request_id)
+
+    def latency(self, model_id: str) -> ModelLatency:
+        """What the scheduler has learned of ``model_id`` (created on demand)."""
+        model = self._models.get(model_id)
+        if model is None:
+            prior = self.policy.priors.get(model_id)
+            model = ModelLatency(
+                None if prior is None else self.policy.scaled(prior), self.policy.learn_after
+            )
+            self._models[model_id] = model
+        return model
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` on every job state change (it must not block)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``; a no-op if it was not added."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def track(
+        self,
+        request_id: str,
+        model_id: str,
+        *,
+        submitted: float | None = None,
+        fresh: bool = True,
+    ) -> Tracked:
+        """Start tracking ``request_id`` (or return its existing record).
+
+        ``fresh``: the request was submitted just now, after every request of
+        its model tracked before; adopted requests (``fresh=False``) are left
+        out of queue-order inferences, since their place in the queue is unknown.
+        """
+        if self._closed:
+            raise ClientStateError("the scheduler is closed")
+        existing = self._jobs.get(request_id)
+        if existing is not None:
+            return existing
+        now = self._clock()
+        t = Tracked(request_id, model_id, now if submitted is None else submitted)
+        self._jobs[request_id] = t
+        if fresh and self.policy.assume_fifo_queue:
+            self._frontier(model_id).add(t)
+        model = self.latency(model_id)
+        minimum = model.minimum()
+        if minimum is None:
+            self._cohorts.park(t)
+        else:
+            if model.finished == 0:
+                # A prior is a belief: a few probes verify it until a job succeeds.
+                self._cohorts.join(t)
+            t.earliest = t.submitted + minimum
+            self._push(
+                t, self.policy.next_check(now=now, submitted=t.submitted, earliest=t.earliest)
+            )
+        self._ensure_running()
+        self._emit(t, JobState.QUEUED)
+        return t
+
+    def check_soon(self, request_id: str) -> None:
+        """Check ``request_id`` as soon as the budget allows (e.g. after a cancel)."""
+        t = self._jobs.get(request_id)
+        if t is not None and not t.checking:
+            self._cohorts.leave(t)
+            self._push(t, self._clock())
+
+    async def aclose(self) -> None:
+        """Stop checking, fail every unfinished job with ClientStateError. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+        runner = self._runner
+        try:
+            if runner is not None:
+                # Cancelling the run task cancels its task group: every check.
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+        finally:
+            self._fail_all()
+
+    def _fail_all(self) -> None:
+        for t in list(self._jobs.values()):
+            self._finish(
+                t,
+                ClientStateError(
+                    f"the client was closed while job {t.request_id} ({t.model_id}) was in "
+                    "flight; it may still run on the server: resume it with "
+                    "client.track(request_id, model_id)"
+                ),
+            )
+        self._due.clear()
+        self._cohorts.clear()
+        self._frontiers.clear()
+
+    # -- scheduling -------------------------------------------------------------
+
+    def _push(self, t: Tracked, due: float) -> None:
+        if self._due.push(t, due):
+            self._poke()
+
+    def _infer_queued(self, t: Tracked) -> bool:
+        """Reschedule ``t`` if an older job of its model was seen queued since ``t``'s check."""
+        if t.last_state is not JobState.QUEUED:
+            return False
+        frontier = self._frontiers.get(t.model_id)
+        if frontier is None or t not in frontier:
+            return False
+        now = self._clock()
+        if t.due > now:
+            return False
+        seen_at = frontier.queued_at(t)
+        if seen_at is None or seen_at <= t.last_not_done:
+            return False
+        minimum = self.latency(t.model_id).minimum()
+        if minimum is None:
+            return False
+        t.last_not_done = seen_at
+        t.earliest = max(t.earliest or 0.0, seen_at + minimum)
+        due = self.policy.next_check(now=seen_at, submitted=t.submitted, earliest=t.earliest)
+        if due <= now:
+            return False
+        self._push(t, due)
+        return True
+
+    def _frontier(self, model_id: str) -> QueueFrontier:
+        frontier = self._frontiers.get(model_id)
+        if frontier is None:
+            frontier = self._frontiers[model_id] = QueueFrontier()
+        return frontier
+
+    def _run_frontiers(self, now: float) -> float | None:
+        """Probe near each model's start frontier while its jobs queue; next due time."""
+        next_due: float | None = None
+        for model_id, frontier in list(self._frontiers.items()):
+            if frontier.settled():
+                continue
+            minimum = self.latency(model_id).minimum()
+            if minimum is None:
+                continue  # parked: the probe rounds have this model
+            interval = max(
+                self.policy.lag_fraction * minimum, self.policy.scaled(self.policy.min_interval)
+            )
+            picked, due = frontier.round(now, interval, self.policy.frontier_probes)
+            if due is None:
+                continue
+            for t in picked:
+                if t.checking or self._cohorts.is_parked(t) or t.due <= now + interval:
+                    continue  # checked soon anyway
+                self._due.push(t, now)
+            next_due = due if next_due is None else min(next_due, due)
+        return next_due
+
+    def _poke(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def _ensure_running(self) -> None:
+        # One run task, started on demand: ``track`` is synchronous and a client
+        # used without ``async with`` has no block that could hold a task group
+        # open across its calls. Everything the run task starts is owned by the
+        # task group inside it, and aclose() ends it.
+        if self._runner is None and not self._closed:
+            self._runner = asyncio.get_running_loop().create_task(
+                self._run(), name="runcomfy-async poll scheduler"
+            )
+
+    async def _run(self) -> None:
+        # A fixed pool of workers, owned by the task group, each running one
+        # check at a time: spawning a task per check costs more than the
+        # check's own scheduling work. The queue never holds more than the
+        # free workers: the dispatcher hands a check over only with a slot.
+        work: asyncio.Queue[tuple[Tracked, Ticket]] = asyncio.Queue()
+        async with anyio.create_task_group() as workers:
+            for i in range(self.policy.max_concurrent_checks):
+                workers.start_soon(self._worker, work, name=f"runcomfy-async check worker {i}")
+            await self._dispatch(work)
+
+    async def _worker(self, work: asyncio.Queue[tuple[Tracked, Ticket]]) -> None:
+        while True:
+            t, ticket = await work.get()
+            await self._check(t, ticket)
+
+    async def _dispatch(self, work: asyncio.Queue[tuple[Tracked, Ticket]]) -> None:
+        loop = asyncio.get_running_loop()
+        have_slot = False
+        ticket: Ticket | None = None
+        try:
+            while True:
+                now = self._clock()
+                probe_due = self._cohorts.run(now) if self._cohorts.active else None
+                if self._frontiers:
+                    frontier_due = self._run_frontiers(now)
+                    if frontier_due is not None:
+                        probe_due = (
+                            frontier_due if probe_due is None else min(probe_due, frontier_due)
+                        )
+                t = self._due.peek(self._infer_queued)
+                due = t.due if t is not None else None
+                if probe_due is not None:
+                    due = probe_due if due is None else min(due, probe_due)
+                if t is None or t.due > now:
+                    self._wake = loop.create_future()
+                    if due is not None:
+                        delay = max(due - now, 0.0)
+                        self._wake_timer = loop.call_later(delay, self._poke)
+                    await self._wake
+                    if self._wake_timer is not None:
+                        self._wake_timer.cancel()
+                        self._wake_timer = None
+                    continue
+                if not have_slot:
+                    await self._slots.acquire()
+                    have_slot = True
+                if ticket is None:
+                    ticket = await self._api.reserve()
+                # The most-due job may have changed while we waited for a ticket.
+                t = self._due.peek(self._infer_queued)
+                if t is None or t.due > self._clock():
+                    continue
+                self._due.pop()
+                t.checking = True
+                work.put_nowait((t, ticket))
+                have_slot, ticket = False, None
+        finally:
+            if have_slot:
+                self._slots.release()
+
+    async def _check(self, t: Tracked, ticket: Ticket) -> None:
+        self.checks += 1
+        use_status = bool(self._listeners) and t.last_state is JobState.QUEUED
+        try:
+            if use_status:
+                status = await self._api.peek_status(t.request_id, ticket=ticket)
+                self._on_status(t, status)
+            else:
+                result = await self._api.check(
+                    t.request_id, include_cost=self._include_cost, ticket=ticket
+                )
+                self._on_result(t, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never let one check stop the scheduler
+            self._on_check_error(t, exc)
+        finally:
+            t.checking = False
+            self._slots.release()
+
+    # -- outcomes --------------------------------------------------------------
+
+    def _on_status(self, t: Tracked, status: Status) -> None:
+        now = self._clock()
+        t.failures = t.not_found = 0
+        t.queue_position = status.queue_position
+        if status.state.is_terminal:
+            # The outputs live on the result route: fetch them right away (and
+            # leave QUEUED, or the next check would take the status route again).
+            t.last_state = status.state
+            self._push(t, now)
+            return
+        self._not_done(t, status.state, now)
+
+    def _on_result(self, t: Tracked, result: Result) -> None:
+        now = self._clock()
+        t.failures = t.not_found = 0
+        if result.status is JobState.SUCCEEDED:
+            self._observe(t, result, now)
+            self._finish(t, result)
+        elif result.status.is_terminal:
+            self._finish(t, job_error(t.request_id, t.model_id, result))
+        else:
+            self._not_done(t, result.status, now)
+
+    def _not_done(self, t: Tracked, state: JobState, now: float) -> None:
+        t.last_not_done = now
+        if state is not t.last_state and state is not JobState.UNKNOWN:
+            t.last_state = state
+            self._emit(t, state)
+        elif state is JobState.QUEUED and self._listeners:
+            self._emit(t, state)
+        frontier = self._frontiers.get(t.model_id)
+        if frontier is not None and t not in frontier:
+            frontier = None
+        if frontier is not None and state is JobState.QUEUED:
+            frontier.note_queued(now)
+        minimum = self.latency(t.model_id).minimum()
+        if minimum is None:
+            # Still nothing known of this model: back to the parking lot.
+            self._cohorts.park(t)
+            return
+        if t.earliest is None:
+            t.earliest = t.submitted + minimum
+        if state is JobState.QUEUED:
+            # Not started yet: it cannot finish before a full run from now.
+            t.earliest = max(t.earliest, now + minimum)
+            if frontier is not None:
+                frontier.seen_queued(t, now)
+        elif state is JobState.RUNNING and frontier is not None:
+            frontier.seen_started(t)
+        self._push(t, self.policy.next_check(now=now, submitted=t.submitted, earliest=t.earliest))
+
+    def _observe(self, t: Tracked, result: Result, now: float) -> None:
+        duration = server_duration(result)
+        if duration is None or duration > now - t.submitted + 5.0:
+            duration = t.last_not_done - t.submitted  # a lower bound we are sure of
+        # Done at its first check: all we know is that this model can be fast.
+        duration = max(duration, self.policy.scaled(self.policy.min_interval))
+        moved = self.latency(t.model_id).observe(duration)
+        if self._cohorts.probing(t.model_id):
+            self._cohorts.end(t.model_id, now)
+        if moved:
+            self._learned(t.model_id, now)
+
+    def _learned(self, model_id: str, now: float) -> None:
+        """The model's minimum moved: bring forward jobs scheduled from a higher one."""
+        minimum = self.latency(model_id).minimum()
+        if minimum is None:
+            return
+        # Jobs scheduled from a too-high prior may be finished long before
+        # their due time: bring them forward (never push anyone later).
+        for t in self._jobs.values():
+            if t.model_id != model_id or t.done or t.checking or self._cohorts.is_parked(t):
+                continue
+            earliest = t.submitted + minimum
+            if t.last_state is JobState.QUEUED:
+                earliest = max(earliest, t.last_not_done + minimum)
+            if t.earliest is None or earliest < t.earliest:
+                t.earliest = earliest
+                due = self.policy.next_check(
+                    now=max(now, t.last_not_done), submitted=t.submitted, earliest=earliest
+                )
+                if due < t.due:
+                    self._push(t, due)
+
+    def _on_check_error(self, t: Tracked, exc: Exception) -> None:
+        decision, retry_after = classify_check(exc)
+        if decision is CheckDecision.NOT_FOUND:
+            assert isinstance(exc, NotFoundError)
+            t.not_found += 1
+            if t.not_found >= self.policy.not_found_confirmations:
+                self._finish(t, exc)
+                return
+            logger.info("request %s not found; confirming", t.request_id)
+            self._push(t, self._clock() + self.policy.backoff(t.not_found))
+            return
+        if decision is CheckDecision.FEW_MORE:
+            # 4xx other than 404/429: retrying rarely helps; give it a few tries.
+            t.failures = max(t.failures, self.policy.max_check_failures - 3)
+        self.check_failures += 1
+        t.failures += 1
+        if t.failures >= self.policy.max_check_failures:
+            logger.warning(
+                "giving up on request %s after %d failed checks: %r", t.request_id, t.failures, exc
+            )
+            self._finish(t, exc)
+            return
+        delay = self.policy.backoff(t.failures)
+        if retry_after is not None:
+            # Honour the server, within the one cap (scaled with the policy's time).
+            delay = max(delay, cap_retry_after(retry_after, self._retry_after_cap) or 0.0)
+        logger.debug("check of %s failed (%r); again in %.2fs", t.request_id, exc, delay)
+        self._push(t, self._clock() + delay)
+
+    @property
+    def _retry_after_cap(self) -> float:
+        return self.policy.scaled(MAX_RETRY_AFTER)
+
+    def _finish(self, t: Tracked, outcome: Result | BaseException) -> None:
+        if t.done:
+            return
+        t.outcome = outcome
+        t.detected_at = self._clock()
+        self._jobs.pop(t.request_id, None)
+        self._cohorts.leave(t)
+        frontier = self._frontiers.get(t.model_id)
+        if frontier is not None:
+            frontier.forget(t)
+        if not t.waiter.done():
+            t.waiter.set_result(None)
+        if isinstance(outcome, Result):
+            self._emit(t, outcome.status)
+        elif isinstance(outcome, JobCancelledError):
+            self._emit(t, JobState.CANCELLED, outcome)
+        else:
+            self._emit(t, JobState.FAILED, outcome)
+        callback, t.on_done = t.on_done, None
+        if callback is not None:
+            try:
+                callback(t)
+            except Exception:
+                logger.exception("a job completion callback failed")
+
+    def _emit(self, t: Tracked, state: JobState, error: BaseException | None = None) -> None:
+        if not self._listeners:
+            return
+        event = JobEvent(t.request_id, t.model_id, state, t.queue_position, error, self._clock())
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("a job event listener failed")
