@@ -62,9 +62,7 @@ async def _expire(dsn: str, key: str, runner_id: str) -> None:
 async def _holders(dsn: str, key: str) -> dict[str, str | None]:
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch(
-            "SELECT id, runner_id FROM runcomfy_jobs WHERE batch_key = $1", key
-        )
+        rows = await conn.fetch("SELECT id, runner_id FROM runcomfy_jobs WHERE batch_key = $1", key)
     finally:
         await conn.close()
     return {r["id"]: r["runner_id"] for r in rows}

@@ -108,7 +108,10 @@ class Journal:
         if is_postgres_url(target):
             if not batch_key:
                 raise ValueError("a PostgreSQL journal needs a batch key")
-            from ..fleet import PostgresEngine  # the optional extra, imported on use
+            try:
+                from ..fleet import PostgresEngine  # the optional extra, imported on use
+            except ImportError as exc:
+                raise JournalError(str(exc)) from None
 
             return cls(
                 await PostgresEngine.open(

@@ -30,6 +30,13 @@ def _adopted(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return adopt
 
 
+def _journal_url(
+    instance: object, attribute: attrs.Attribute[str | None], value: str | None
+) -> None:
+    if value is not None and not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"journal must be a postgresql:// URL, not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class BatchOptions:
     """How a batch runs (every field has a default; ``attrs.evolve`` makes variants).
@@ -82,6 +89,6 @@ class BatchOptions:
     job_timeout: float | None = None
     download_retry: RetryPolicy | None = None
     client_options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
-    journal: str | None = None
+    journal: str | None = attrs.field(default=None, validator=_journal_url)
     batch_key: str | None = None
     lease_seconds: float = 30.0

@@ -268,9 +268,10 @@ class BatchRunner:
                 "%d job(s) in the journal are not in this manifest; they are left alone",
                 plan.not_in_manifest,
             )
-        removed = await anyio.to_thread.run_sync(cleanup_partials, self.out_dir)
-        if removed:
-            logger.info("removed %d partial download(s) of an earlier run", removed)
+        if not journal.shared:  # in a shared directory, others may be downloading now
+            removed = await anyio.to_thread.run_sync(cleanup_partials, self.out_dir)
+            if removed:
+                logger.info("removed %d partial download(s) of an earlier run", removed)
         self._ctx = RunContext(
             entries=self._entries,
             out_dir=self.out_dir,
@@ -442,6 +443,8 @@ class BatchRunner:
                 continue
             done_here = ctx.open == {_FLEET} and stage.finished.is_set()
             if done_here and not await journal.open_elsewhere():
+                # Nobody downloads any more: partial files left are a dead runner's.
+                await anyio.to_thread.run_sync(cleanup_partials, self.out_dir)
                 ctx.open.discard(_FLEET)
                 ctx.all_done.set()
                 return
