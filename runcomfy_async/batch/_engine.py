@@ -111,6 +111,11 @@ class SharedJournalEngine(JournalEngine, Protocol):
         whose lease ran out, after turning their ``submitting`` rows ``unknown``."""
         ...
 
+    async def wait_for_room(self) -> None:
+        """Return once the fleet's in-flight cap seems to have room (no round trip while it
+        has not been seen full); cancellable."""
+        ...
+
     async def open_elsewhere(self) -> int:
         """Unsettled jobs another live runner holds, or that a dead one left to re-attach:
         while there are some, a runner that is done waits (it may have to take them over)."""

@@ -143,6 +143,16 @@ class Journal:
             self._states[row.id] = row.state
         return rows
 
+    async def wait_for_room(self) -> None:
+        """Return when the fleet's in-flight cap seems to have room (at once unless shared).
+
+        Cancellable, unlike :meth:`mark_submitting`, which takes the slot for
+        sure (and may wait again, briefly, if another runner was quicker).
+        """
+        if self.shared:
+            engine: SharedJournalEngine = self.engine  # type: ignore[assignment]
+            await engine.wait_for_room()
+
     async def open_elsewhere(self) -> int:
         """Unsettled jobs other runners hold or left to re-attach (0 unless shared)."""
         if not self.shared:

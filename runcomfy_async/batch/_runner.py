@@ -442,7 +442,8 @@ class BatchRunner:
             if len(rows) == _REATTACH:
                 continue
             done_here = ctx.open == {_FLEET} and stage.finished.is_set()
-            if done_here and not await journal.open_elsewhere():
+            # After a fatal error (bad token, no balance) this runner leaves the rest to others.
+            if done_here and (ctx.fatal_error is not None or not await journal.open_elsewhere()):
                 # Nobody downloads any more: partial files left are a dead runner's.
                 await anyio.to_thread.run_sync(cleanup_partials, self.out_dir)
                 ctx.open.discard(_FLEET)

@@ -124,6 +124,10 @@ class SubmitStage:
                 return  # the same submit sent again (certainly rejected before): still marked
             if self.halted:
                 raise _Stopped
+            # A fleet's shared cap: wait (still stoppable) until it has room.
+            await ctx.journal.wait_for_room()
+            if self.halted:
+                raise _Stopped
             attempt.sending = True
             attempt.scope.shield = True  # from here on, never abandoned halfway
             ctx.submitting += 1

@@ -260,6 +260,7 @@ class PostgresEngine:
         self._heart: asyncio.Task[None] | None = None
         self._slot_lock = asyncio.Lock()
         self._slot_freed = asyncio.Event()
+        self._full = False  # a slot-taker found the cap full; no slot taken since
         # Jobs this runner tried to submit and that came back 'planned' (not
         # claimed again by it: as with SQLite, one attempt per run), and jobs
         # it re-attached (once).
@@ -497,7 +498,8 @@ class PostgresEngine:
         them); it returns ``[]`` once no planned job is left for this runner.
         So start (or hand back) what you claimed before claiming again, as
         the batch runner's submit workers do: runners that all sat on their
-        claims while claiming more would wait for each other. Raises :class:`JournalError` when this runner's own lease ran out.
+        claims while claiming more would wait for each other. Raises
+        :class:`JournalError` when this runner's own lease ran out.
         """
         poll = min(1.0, self.lease_seconds / 3)
         while True:
@@ -650,7 +652,10 @@ class PostgresEngine:
     ) -> None:
         """As :meth:`update` without waiting: sent with the next round trip, within 50 ms
         (10 ms with ``soon``). A refused deferred write is logged."""
-        self._enqueue(_make_pending(job_id, fields, expect))
+        pending = _make_pending(job_id, fields, expect)
+        self._enqueue(pending)
+        # A job leaving the in-flight states frees a fleet slot: others wait for it.
+        soon = soon or (self.max_in_flight is not None and _frees_slot(pending))
         self._flush_within(_SOON_SECONDS if soon else _DEFER_SECONDS)
 
     async def move_all(self, source: JournalState, target: JournalState, error: str) -> list[str]:
@@ -673,6 +678,25 @@ class PostgresEngine:
         )
         return [r["id"] for r in sorted(records, key=lambda r: (r["line"], r["id"]))]
 
+    async def wait_for_room(self) -> None:
+        """Return once the fleet's cap seems to have room: at once unless a slot-taker of
+        this runner found it full and no slot has been heard freed since. Cancellable."""
+        while self._full and not self._closed:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), _SLOT_POLL)
+            if self._slot_freed.is_set():
+                return
+            # No word for a while (slots also free without a notification, e.g.
+            # when a dead runner's submits turn unknown): look.
+            busy = await self._fetchval(
+                "SELECT count(*) FROM runcomfy_jobs WHERE batch_key = $1 "
+                "AND state IN ('submitting', 'submitted')",
+                self.batch_key,
+            )
+            assert self.max_in_flight is not None
+            if int(busy) < self.max_in_flight:
+                return
+
     async def _take_slot(self, pending: _Pending) -> None:
         assert self.max_in_flight is not None
         args = (
@@ -691,9 +715,11 @@ class PostgresEngine:
                     "SELECT runcomfy_take_slot($1, $2, $3, $4, $5::jsonb, $6::text[])", *args
                 )
                 if outcome == "ok":
+                    self._full = False
                     return
                 if outcome == "refused":
                     raise (await self._why([pending]))[pending.job_id]
+                self._full = True
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._slot_freed.wait(), _SLOT_POLL)
 
