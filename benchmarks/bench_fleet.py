@@ -11,18 +11,22 @@ after another. Each runner is a process of its own
 started together on a fresh batch key, into one shared output directory; a
 throwaway PostgreSQL cluster on loopback holds the journal.
 
-Reported per fleet size: makespan against the server's bound (it should stay
+Reported per fleet size: makespan (processes started to all exited, Python
+start-up included) and the journal's span (first submit to last job seen
+finished) against the server's bound (it should stay
 there, not divide by the number of runners: the account is the bottleneck,
 and the runners share its cap through the journal), submits refused by the
 account limit (429; 0 when the cap is shared), the most jobs the account had
 at once, duplicate submits, and the journal's database round trips per job
-(every statement each runner sent, heartbeats and claims included). Prints a
+(every statement each runner sent, heartbeats and claims included; for the
+baseline, one runner on the default SQLite journal, its calls). Prints a
 table and writes ``benchmarks/results/bench_fleet.json`` with the git commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import subprocess
@@ -37,6 +41,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
 
 from tests.servers import running_postgres  # noqa: E402  (the repository's throwaway server)
 
@@ -53,7 +59,8 @@ async def main(cfg):
                               requests_per_second=None, include_cost=True,
                               poll=PollPolicy(time_scale=cfg["time_scale"])) as client:
         runner = BatchRunner(cfg["manifest"], cfg["out"], client=client, progress=False,
-                             journal=cfg["dsn"], batch_key=cfg["key"], concurrency=cfg["cap"],
+                             journal=cfg["dsn"] or None, batch_key=cfg["key"],
+                             concurrency=cfg["cap"],
                              lease_seconds=cfg["lease"])
         report = await runner.run()
     print(json.dumps({"calls": runner.journal_calls, "submitted": runner.submitted,
@@ -95,6 +102,21 @@ def git_commit() -> str:
     return found.stdout.strip() or "unknown"
 
 
+async def journal_span(dsn: str, key: str) -> tuple[float, float]:
+    """Seconds from the first submit to the last job seen finished, and to the last file saved."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT min(submitted_at) AS s, max(finished_at) AS f, max(downloaded_at) AS d "
+            "FROM runcomfy_jobs WHERE batch_key = $1",
+            key,
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    return row["f"] - row["s"], row["d"] - row["s"]
+
+
 def write_manifest(path: Path, n: int, tag: str) -> None:
     with path.open("w") as f:
         for i in range(n):
@@ -102,7 +124,21 @@ def write_manifest(path: Path, n: int, tag: str) -> None:
             f.write(json.dumps({"id": f"clip-{i:04d}", "model": T2V, "input": body}) + "\n")
 
 
-def run_fleet(args: argparse.Namespace, dsn: str, runners: int, workdir: Path) -> dict[str, Any]:
+def sqlite_span(out: Path) -> tuple[float, float]:
+    """As :func:`journal_span`, from a SQLite journal."""
+    from runcomfy_async.batch import Journal
+
+    rows = (Journal.read(out) or {}).values()
+    first = min(r.submitted_at for r in rows if r.submitted_at is not None)
+    finished = max(r.finished_at for r in rows if r.finished_at is not None)
+    saved = max(r.downloaded_at for r in rows if r.downloaded_at is not None)
+    return finished - first, saved - first
+
+
+def run_fleet(
+    args: argparse.Namespace, dsn: str, runners: int, workdir: Path, *, sqlite: bool = False
+) -> dict[str, Any]:
+    """Run one fleet of ``runners`` processes (``sqlite``: one runner, SQLite journal)."""
     emu = EmulatorProcess(
         {
             "time_scale": args.time_scale,
@@ -124,7 +160,7 @@ def run_fleet(args: argparse.Namespace, dsn: str, runners: int, workdir: Path) -
             "time_scale": args.time_scale,
             "manifest": str(manifest),
             "out": str(out),
-            "dsn": dsn,
+            "dsn": "" if sqlite else dsn,
             "key": key,
             "lease": args.lease,
         }
@@ -147,12 +183,15 @@ def run_fleet(args: argparse.Namespace, dsn: str, runners: int, workdir: Path) -
     finally:
         emu.close()
     bound = math.ceil(args.jobs / args.cap) * GENERATION * args.time_scale
+    finished, saved = sqlite_span(out) if sqlite else asyncio.run(journal_span(dsn, key))
     calls = sum(e["calls"] for e in each)
     return {
-        "runners": runners,
+        "runners": f"{runners} (SQLite)" if sqlite else runners,
         "makespan_s": round(makespan, 2),
         "server_bound_s": round(bound, 2),
         "makespan_over_bound": round(makespan / bound, 3),
+        "first_submit_to_last_finish_s": round(finished, 2),
+        "first_submit_to_last_file_s": round(saved, 2),
         "submitted_per_runner": [e["submitted"] for e in each],
         "all_ok": all(e["ok"] for e in each),
         "jobs_created": counters["jobs_created"],
@@ -171,6 +210,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         ("makespan s", "makespan_s"),
         ("bound s", "server_bound_s"),
         ("/bound", "makespan_over_bound"),
+        ("submit->last finish s", "first_submit_to_last_finish_s"),
         ("submits per runner", "submitted_per_runner"),
         ("429 (cap)", "account_limited_429"),
         ("max active", "max_active_per_token"),
@@ -180,7 +220,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     cells = [[h for h, _ in cols]] + [[str(r[k]) for _, k in cols] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells)
+    return "\n".join(
+        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells
+    )
 
 
 def main() -> None:
@@ -190,10 +232,16 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=0.004)
     parser.add_argument("--lease", type=float, default=5.0)
     parser.add_argument("--fleets", default="1,2,3", help="runner counts to measure")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the one-runner SQLite baseline"
+    )
     parser.add_argument("--out", default=str(HERE / "results" / "bench_fleet.json"))
     args = parser.parse_args()
     rows = []
     with running_postgres() as dsn, tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+        if not args.no_baseline:
+            rows.append(run_fleet(args, dsn, 1, Path(tmp), sqlite=True))
+            print(table(rows[-1:]), flush=True)
         for n in (int(x) for x in args.fleets.split(",")):
             rows.append(run_fleet(args, dsn, n, Path(tmp)))
             print(table(rows[-1:]), flush=True)

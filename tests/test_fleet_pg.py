@@ -380,3 +380,11 @@ async def test_a_closed_or_unreachable_journal_says_so(postgres_dsn: str) -> Non
         await Journal.open("postgresql://nobody@127.0.0.1:1/none", batch_key="k")
     with pytest.raises(ValueError, match="batch key"):
         await Journal.open(postgres_dsn)
+
+
+def test_a_journal_option_must_be_a_postgresql_url() -> None:
+    from runcomfy_async.batch import BatchOptions
+
+    assert BatchOptions(journal="postgresql://u@h/db").journal == "postgresql://u@h/db"
+    with pytest.raises(ValueError, match="postgresql://"):
+        BatchOptions(journal="sqlite:///tmp/x")
