@@ -25,7 +25,8 @@ Every error the library raises on purpose derives from :class:`RunComfyError`::
     ├── ManifestError                  bad manifest lines, each with its number (also ValueError)
     ├── CostLimitError                 the run's estimate is above --max-cost (also ValueError)
     ├── JournalError                   the batch journal is unusable (locked, corrupt, changed)
-    │   └── IllegalTransitionError     a job's journal state cannot move that way (a bug)
+    │   ├── IllegalTransitionError     a job's journal state cannot move that way (a bug)
+    │   └── JobHeldElsewhereError      another runner of a shared journal holds the job
     └── DownloadError                  an output could not be downloaded
 
 Messages never contain the API token: the token is never passed to any of

@@ -433,6 +433,9 @@ class BatchRunner:
                 entry = ctx.entries.get(row.id)
                 if entry is None or row.request_id is None:
                     continue
+                # Planned when this run began (so counted as this run's to send),
+                # then sent by a runner that died: no longer this stage's to settle.
+                ctx.unsent.discard(row.id)
                 ctx.open.add(row.id)
                 if row.state is JournalState.SUBMITTED:
                     ctx.resumed += 1

@@ -8,7 +8,6 @@ machines. :class:`PostgresEngine` is the journal engine behind it.
 """
 
 from .._errors import JobHeldElsewhereError
-from ..batch._journal import is_postgres_url
 from ._pg import PostgresEngine
 
-__all__ = ["JobHeldElsewhereError", "PostgresEngine", "is_postgres_url"]
+__all__ = ["JobHeldElsewhereError", "PostgresEngine"]
