@@ -388,3 +388,22 @@ def test_a_journal_option_must_be_a_postgresql_url() -> None:
     assert BatchOptions(journal="postgresql://u@h/db").journal == "postgresql://u@h/db"
     with pytest.raises(ValueError, match="postgresql://"):
         BatchOptions(journal="sqlite:///tmp/x")
+
+
+async def test_waiting_for_room_in_a_full_fleet_can_be_stopped(postgres_dsn: str) -> None:
+    async with await _open(postgres_dsn, _key(), "a", max_in_flight=1) as journal:
+        await journal.plan(_manifest(3))
+        first, second, _ = await journal.claim(3)
+        await journal.wait_for_room()  # nothing seen full yet: at once
+        await journal.mark_submitting(first, 1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.mark_submitting, second, 1)  # waits for the slot
+            await anyio.sleep(0.3)
+            assert (await journal.rows())[second].state is S.PLANNED
+            # What a submit worker does before it marks: stoppable while full.
+            with anyio.move_on_after(0.3) as scope:
+                await journal.wait_for_room()
+            assert scope.cancelled_caught
+            journal.mark_submitted(first, "req-1", 1.0)
+            journal.mark_finished(first, {}, 2.0)  # frees the slot: the waiter takes it
+        assert (await journal.rows())[second].state is S.SUBMITTING
