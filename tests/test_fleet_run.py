@@ -188,3 +188,86 @@ async def test_three_runners_one_killed_one_late_drain_the_batch_exactly_once(
     names = os.listdir(out)
     assert len([n for n in names if n.endswith(".mp4")]) == N_JOBS
     assert not [n for n in names if n.endswith(".part")]
+
+
+async def test_a_fleet_runner_stopped_by_a_fatal_error_leaves_the_rest_to_the_others(
+    make_emulator: object, postgres_dsn: str, tmp_path: Path
+) -> None:
+    from runcomfy_async import PollPolicy, RunComfyClient
+    from runcomfy_async.batch import BatchRunner, Journal, Manifest
+
+    emu: Emulator = await make_emulator(time_scale=TIME_SCALE)  # type: ignore[operator]
+    manifest = tmp_path / "jobs.jsonl"
+    write_manifest(manifest)
+    key = f"fatal-{uuid.uuid4().hex[:8]}"
+    # Another live runner holds one job: a runner that is merely done would wait for it.
+    other = await Journal.open(postgres_dsn, batch_key=key, runner_id="other")
+    try:
+        first = next(iter(Manifest.load(manifest)))
+        await other.plan([(first.id, first.line, first.model, first.input, first.hash)])
+        assert await other.claim(1) == ["clip-000"]
+        async with RunComfyClient(
+            "wrong-token",
+            base_url=emu.base_url,
+            poll=PollPolicy(time_scale=TIME_SCALE),
+            requests_per_second=None,
+        ) as client:
+            runner = BatchRunner(
+                manifest,
+                tmp_path / "out",
+                client=client,
+                progress=False,
+                journal=postgres_dsn,
+                batch_key=key,
+                concurrency=CAP,
+            )
+            async with asyncio.timeout(60):
+                report = await runner.run()
+        assert runner.fatal_error is not None
+        assert report.counts == {"not_submitted": N_JOBS}
+        assert emu.counters.jobs_created == 0
+    finally:
+        await other.aclose()
+
+
+async def test_stopping_a_fleet_runner_ends_its_wait_for_jobs_others_hold(
+    make_emulator: object, postgres_dsn: str, tmp_path: Path
+) -> None:
+    from runcomfy_async import PollPolicy, RunComfyClient
+    from runcomfy_async.batch import BatchRunner, Journal, Manifest
+
+    emu: Emulator = await make_emulator(time_scale=TIME_SCALE)  # type: ignore[operator]
+    manifest = tmp_path / "jobs.jsonl"
+    write_manifest(manifest)
+    key = f"stop-{uuid.uuid4().hex[:8]}"
+    # Another live runner holds every job as a claim: this runner's claim waits for them.
+    other = await Journal.open(postgres_dsn, batch_key=key, runner_id="other")
+    try:
+        await other.plan((e.id, e.line, e.model, e.input, e.hash) for e in Manifest.load(manifest))
+        assert len(await other.claim(N_JOBS)) == N_JOBS
+        async with RunComfyClient(
+            emu.token,
+            base_url=emu.base_url,
+            poll=PollPolicy(time_scale=TIME_SCALE),
+            requests_per_second=None,
+        ) as client:
+            runner = BatchRunner(
+                manifest,
+                tmp_path / "out",
+                client=client,
+                progress=False,
+                journal=postgres_dsn,
+                batch_key=key,
+                concurrency=CAP,
+            )
+            async with asyncio.timeout(30):
+                task = asyncio.ensure_future(runner.run())
+                await asyncio.sleep(2.0)
+                assert not task.done()  # waiting for the other runner's claims
+                runner.stop()
+                report = await task
+        assert report.interrupted
+        assert report.counts == {"not_submitted": N_JOBS}
+        assert emu.counters.jobs_created == 0
+    finally:
+        await other.aclose()

@@ -444,14 +444,17 @@ class BatchRunner:
                     ctx.downloads.send_nowait((entry, row.result or {}, row.request_id))
             if len(rows) == _REATTACH:
                 continue
-            done_here = ctx.open == {_FLEET} and stage.finished.is_set()
-            # After a fatal error (bad token, no balance) this runner leaves the rest to others.
-            if done_here and (ctx.fatal_error is not None or not await journal.open_elsewhere()):
-                # Nobody downloads any more: partial files left are a dead runner's.
-                await anyio.to_thread.run_sync(cleanup_partials, self.out_dir)
-                ctx.open.discard(_FLEET)
-                ctx.all_done.set()
-                return
+            if ctx.open == {_FLEET} and stage.finished.is_set():
+                # After a fatal error (bad token, no balance) this runner leaves
+                # the rest to the others; else it waits for the whole batch.
+                fleet_done = ctx.fatal_error is None and not await journal.open_elsewhere()
+                if fleet_done:
+                    # Nobody downloads any more: partial files left are a dead runner's.
+                    await anyio.to_thread.run_sync(cleanup_partials, self.out_dir)
+                if fleet_done or ctx.fatal_error is not None:
+                    ctx.open.discard(_FLEET)
+                    ctx.all_done.set()
+                    return
             await anyio.sleep(interval)
 
     @staticmethod
