@@ -32,7 +32,7 @@ T2V = "kling/kling-3.0/pro/text-to-video"
 TIME_SCALE = 0.003  # a generation takes 0.2-0.6 s
 N_JOBS = 300
 CAP = 10  # the account's concurrency limit, and the fleet's --concurrency
-LEASE = 1.5
+LEASE = 3.0  # under load a heartbeat may be late: keep well above its period (lease / 3)
 
 
 def write_manifest(path: Path) -> dict[str, str]:

@@ -26,6 +26,13 @@ batch's :class:`~runcomfy_async.batch.Journal` (and its one transition table,
 Writes are grouped: every update waiting when a round trip ends goes in the
 next one, as one ``UPDATE ... FROM jsonb_to_recordset(...)`` statement
 (deferred writes wait up to 50 ms for company). ``calls`` counts round trips.
+
+Limits: give every runner the same manifest, batch key and ``max_in_flight``.
+A dead runner's in-doubt submits (now ``unknown``) no longer count towards
+the cap, though the server may be running them: the account may answer a few
+429s (retried) until they end. A runner that stalled past its lease finds its
+jobs with others and may stop with :class:`JobHeldElsewhereError` (nothing is
+paid twice). asyncio only (asyncpg).
 """
 
 from __future__ import annotations
