@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import attrs
 
+from ..catalog import Registry, get_spec
+
 __all__ = [
     "DISTRIBUTIONS",
     "KLING_PRO_T2V",
@@ -253,9 +255,13 @@ def default_models() -> dict[str, ModelProfile]:
     }
 
 
-def is_validated(model_id: str) -> bool:
-    """Whether submits to ``model_id`` are validated with ``runcomfy_async.inputs``."""
-    return model_id in _KLING
+def is_validated(model_id: str, registry: Registry | None = None) -> bool:
+    """Whether submits to ``model_id`` are validated: it has a spec in ``registry``.
+
+    ``registry`` is the emulator catalog's (the bundled Kling specs plus every
+    synthetic catalog model); without one, the bundled specs.
+    """
+    return get_spec(model_id, registry) is not None
 
 
 def clip_facts(model_id: str, payload: Mapping[str, Any]) -> tuple[float, bool]:
