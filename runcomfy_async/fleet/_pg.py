@@ -53,6 +53,7 @@ from .._errors import ClientStateError, IllegalTransitionError, JobHeldElsewhere
 from ..batch._rows import (
     COLUMNS,
     JSON_COLUMNS,
+    TIME_COLUMNS,
     UPDATABLE,
     JournalRow,
     JournalState,
@@ -112,6 +113,12 @@ _DEAD_HOLDER = f"""NOT EXISTS (
     WHERE r.batch_key = j.batch_key AND r.runner_id = j.runner_id AND r.lease_until > {_NOW})"""
 _MINE_OR_FREE = f"(j.runner_id = {{R}} OR j.runner_id IS NULL OR {_DEAD_HOLDER})"
 
+# Times added to the row after the first schema (NULL in older journals).
+_ADD_TIME_COLUMNS = "\n".join(
+    f"ALTER TABLE runcomfy_jobs ADD COLUMN IF NOT EXISTS {name} DOUBLE PRECISION;"
+    for name in TIME_COLUMNS
+)
+
 # One script, one round trip; the advisory lock keeps runners that start
 # together from racing on CREATE (not safe concurrently in PostgreSQL).
 _SCHEMA = f"""
@@ -146,6 +153,7 @@ CREATE TABLE IF NOT EXISTS runcomfy_jobs (
     PRIMARY KEY (batch_key, id)
 );
 CREATE INDEX IF NOT EXISTS runcomfy_jobs_by_state ON runcomfy_jobs (batch_key, state, line);
+{_ADD_TIME_COLUMNS}
 CREATE OR REPLACE FUNCTION runcomfy_take_slot(
     p_batch TEXT, p_id TEXT, p_runner TEXT, p_cap INTEGER, p_fields JSONB, p_expect TEXT[]
 ) RETURNS TEXT LANGUAGE plpgsql AS $fn$
