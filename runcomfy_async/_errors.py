@@ -27,7 +27,9 @@ Every error the library raises on purpose derives from :class:`RunComfyError`::
     ├── JournalError                   the batch journal is unusable (locked, corrupt, changed)
     │   ├── IllegalTransitionError     a job's journal state cannot move that way (a bug)
     │   └── JobHeldElsewhereError      another runner of a shared journal holds the job
-    └── DownloadError                  an output could not be downloaded
+    ├── DownloadError                  an output could not be downloaded
+    │   (raised by the shared limits, runcomfy_async.shared:)
+    └── SharedLimitsError              the shared limits' store (Redis) failed or is unreachable
 
 Messages never contain the API token: the token is never passed to any of
 these constructors, and bodies are kept as the server sent them (the server
@@ -66,6 +68,7 @@ __all__ = [
     "RequestTimeoutError",
     "RunComfyError",
     "ServerError",
+    "SharedLimitsError",
     "SubmitOutcomeUnknown",
     "TransportError",
     "ValidationProblem",
@@ -381,6 +384,19 @@ class JobHeldElsewhereError(JournalError):
             f"job {job_id!r} is held by runner {holder!r}, not {runner!r} "
             "(this runner's lease may have run out)"
         )
+
+
+class SharedLimitsError(RunComfyError):
+    """The store behind shared limits (Redis) failed or could not be reached.
+
+    ``url`` names the store without its password. Nothing was sent to the API
+    on account of the failed call: a submit that could not get its token or
+    slot was not made.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class DownloadError(RunComfyError):

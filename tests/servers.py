@@ -25,7 +25,14 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["ServerError", "free_port", "postgres_dsn", "redis_url", "running_postgres"]
+__all__ = [
+    "ServerError",
+    "free_port",
+    "postgres_dsn",
+    "redis_server",
+    "redis_url",
+    "running_postgres",
+]
 
 _INSTALL = "install it with `apt-get install -y postgresql redis-server` (.ci/run does)"
 
@@ -69,9 +76,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """``redis://127.0.0.1:PORT/0`` of a fresh redis-server without persistence."""
+@contextlib.contextmanager
+def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A fresh redis-server without persistence: its URL and its process (to stop it early)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail(f"redis-server is not installed: {_INSTALL}")
@@ -95,10 +102,17 @@ def redis_url() -> Iterator[str]:
         )
     try:
         _wait_for_port(port, proc, "redis-server", log)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", proc
     finally:
         _stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``redis://127.0.0.1:PORT/0`` of a fresh redis-server without persistence."""
+    with redis_server() as (url, _):
+        yield url
 
 
 def _pg_bin() -> Path:
