@@ -5,13 +5,9 @@ A manifest line is ``{"id": "clip-001", "model": "<model_id>", "input": {...}}``
 of the canonical JSON of model and input), so the same line gets the same id
 on every run, which is what lets a rerun find it in the journal.
 
-The CSV form has a header row; ``id`` and ``model`` are columns, every other
-column is an input field, with empty cells left out and values read as the
-types the model's schema gives them (:func:`~runcomfy_async.catalog.csv_column_types`:
-numbers, booleans, JSON for lists and objects). The delimiter (``,``, ``;``,
-tab or ``|``) is read from the header row. Columns that are not inputs (notes,
-say) are dropped with ``ignore_columns`` (``--ignore-columns``) or a first
-line ``# ignore: notes,owner``.
+The CSV form has a header row: ``id``, ``model``, then one column per input
+field (read by ``_manifest_csv``: delimiter, ``# ignore:`` comments, typed
+cells).
 
 Inputs are validated with the model's :class:`~runcomfy_async.catalog.ModelSpec`
 (from the registry in :class:`ManifestChecks`: the bundled Kling specs, plus
@@ -26,6 +22,11 @@ Loading never stops at the first mistake: :class:`ManifestError` lists every
 bad line (invalid JSON, a missing model, input the model's rules refuse,
 duplicate or unsafe ids) with its line number. With ``skip_invalid`` the bad
 lines are left out instead and listed in :attr:`Manifest.skipped`.
+
+The parts, one concept a module: ``_manifest_entry`` (one job, its id rules
+and hash), ``_local_files`` (paths in URI fields), ``_manifest_check``
+(:class:`ManifestChecks` and the checks of each line against the registry),
+``_manifest_csv`` (CSV reading); this module builds the :class:`Manifest`.
 """
 
 from __future__ import annotations
