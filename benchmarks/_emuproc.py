@@ -3,7 +3,8 @@
 ``python benchmarks/_emuproc.py CONFIG_JSON`` prints one JSON line
 (``base_url``, ``storage_url``, ``token``) when ready and serves until its
 standard input closes. CONFIG_JSON keys: time_scale, workers, seed,
-uniform (model id -> [min, max] seconds), faults (Faults keyword arguments).
+uniform (model id -> [min, max] seconds), faults (Faults keyword arguments),
+max_jobs_per_token (the account's concurrency limit).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ async def serve(config: dict[str, Any]) -> None:
         models=models,
         faults=faults,
         vocabulary="mixed",
+        max_jobs_per_token=config.get("max_jobs_per_token"),
     ) as emu:
         print(
             json.dumps(

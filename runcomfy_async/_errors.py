@@ -25,7 +25,8 @@ Every error the library raises on purpose derives from :class:`RunComfyError`::
     ├── ManifestError                  bad manifest lines, each with its number (also ValueError)
     ├── CostLimitError                 the run's estimate is above --max-cost (also ValueError)
     ├── JournalError                   the batch journal is unusable (locked, corrupt, changed)
-    │   └── IllegalTransitionError     a job's journal state cannot move that way (a bug)
+    │   ├── IllegalTransitionError     a job's journal state cannot move that way (a bug)
+    │   └── JobHeldElsewhereError      another runner of a shared journal holds the job
     ├── DownloadError                  an output could not be downloaded
     │   (raised by the shared limits, runcomfy_async.shared:)
     └── SharedLimitsError              the shared limits' store (Redis) failed or is unreachable
@@ -55,6 +56,7 @@ __all__ = [
     "JobCancelledError",
     "JobError",
     "JobFailedError",
+    "JobHeldElsewhereError",
     "JobTimeoutError",
     "JournalError",
     "MalformedResponseError",
@@ -371,6 +373,23 @@ class IllegalTransitionError(JournalError):
         self.current = current
         self.target = target
         super().__init__(f"job {job_id!r}: the journal refuses {current} -> {target}")
+
+
+class JobHeldElsewhereError(JournalError):
+    """Another runner of a shared (PostgreSQL) journal holds the job: nothing was written.
+
+    It happens to a runner whose lease ran out (it stalled longer than its
+    lease) after another runner took its jobs over.
+    """
+
+    def __init__(self, job_id: str, holder: str | None, runner: str) -> None:
+        self.job_id = job_id
+        self.holder = holder
+        self.runner = runner
+        super().__init__(
+            f"job {job_id!r} is held by runner {holder!r}, not {runner!r} "
+            "(this runner's lease may have run out)"
+        )
 
 
 class SharedLimitsError(RunComfyError):

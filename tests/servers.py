@@ -25,7 +25,14 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["free_port", "postgres_dsn", "redis_server", "redis_url"]
+__all__ = [
+    "ServerError",
+    "free_port",
+    "postgres_dsn",
+    "redis_server",
+    "redis_url",
+    "running_postgres",
+]
 
 _INSTALL = "install it with `apt-get install -y postgresql redis-server` (.ci/run does)"
 
@@ -130,9 +137,37 @@ def _pg_user() -> tuple[list[str], int, int]:
     return ["runuser", "-u", "postgres", "--"], entry.pw_uid, entry.pw_gid
 
 
+class ServerError(RuntimeError):
+    """A throwaway server could not be started (the message says why and how to fix it)."""
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[str]:
+    """Start a throwaway PostgreSQL cluster on loopback; yield its DSN; remove it after.
+
+    ``postgresql://postgres@127.0.0.1:PORT/postgres``; raises :class:`ServerError`
+    when it cannot start. Used by the :func:`postgres_dsn` fixture and the
+    fleet benchmark.
+    """
+    with _failing_as(ServerError):
+        yield from _postgres()
+
+
+@contextlib.contextmanager
+def _failing_as(kind: type[Exception]) -> Iterator[None]:
+    try:
+        yield
+    except pytest.fail.Exception as exc:
+        raise kind(str(exc)) from None
+
+
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """``postgresql://postgres@127.0.0.1:PORT/postgres`` of a fresh throwaway cluster."""
+    yield from _postgres()
+
+
+def _postgres() -> Iterator[str]:
     bindir = _pg_bin()
     prefix, uid, gid = _pg_user()
     workdir = Path(tempfile.mkdtemp(prefix="rca-pg-"))

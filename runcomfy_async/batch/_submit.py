@@ -102,6 +102,7 @@ class SubmitStage:
         self._ready: collections.deque[ManifestEntry] = collections.deque()
         self._exhausted = False
         self._claiming = anyio.Lock()
+        self._claim_scope: anyio.CancelScope | None = None  # a claim may wait (a fleet's)
         self._live: set[_Attempt] = set()
         self._tg: anyio.abc.TaskGroup | None = None
         self._connect_failures = 0  # since the last probe, while nothing was accepted
@@ -127,6 +128,8 @@ class SubmitStage:
         journaled.
         """
         self.halted = True
+        if self._claim_scope is not None:
+            self._claim_scope.cancel()
         for attempt in self._live:
             if not attempt.sending:
                 attempt.scope.cancel()
@@ -154,7 +157,13 @@ class SubmitStage:
         async with self._claiming:
             if len(self._ready) >= _LOW or self._exhausted or self.halted:
                 return
-            ids = await self.ctx.journal.claim(_CLAIM)
+            # A shared journal's claim waits while other runners hold planned
+            # jobs: halting stops that wait (claimed rows are handed back on close).
+            with anyio.CancelScope() as self._claim_scope:
+                ids = await self.ctx.journal.claim(_CLAIM)
+            self._claim_scope = None
+            if self.halted:
+                return
             if not ids:
                 self._exhausted = True
             # Planned rows of jobs not in this manifest are left alone.
@@ -174,6 +183,10 @@ class SubmitStage:
                 if self.halted:
                     raise _Stopped
                 return  # still marked 'submitting'
+            if self.halted:
+                raise _Stopped
+            # A fleet's shared cap: wait (still stoppable) until it has room.
+            await ctx.journal.wait_for_room()
             if self.halted:
                 raise _Stopped
             attempt.sending = True

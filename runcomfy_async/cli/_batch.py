@@ -44,6 +44,9 @@ async def cmd_batch(args: argparse.Namespace) -> int:
             cancel_on_interrupt=args.cancel_on_interrupt,
             confirm_cancel=confirm if interactive else None,
             job_timeout=args.job_timeout,
+            journal=args.journal,
+            batch_key=args.batch_key,
+            lease_seconds=args.lease,
             **input_options(args),  # checks, prices, --force: cli/_inputs.py (h-inputs2)
         )
         runner = BatchRunner(args.manifest, args.out, options)
