@@ -13,7 +13,8 @@ Every error the library raises on purpose derives from :class:`RunComfyError`::
     │   └── ServerError                5xx (carries retry_after)
     ├── MalformedResponseError         a 2xx body we cannot read
     ├── TransportError                 the request never got an answer
-    │   └── RequestTimeoutError        ... because it timed out (also TimeoutError)
+    │   ├── RequestTimeoutError        ... because it timed out (also TimeoutError)
+    │   └── APIUnreachableError        a batch found the API host unreachable (nothing sent)
     ├── SubmitOutcomeUnknown           a paid submit may or may not have created a job
     ├── JobError                       a job ended without a usable result
     │   ├── JobFailedError             the server says the job failed (carries its payload)
@@ -45,6 +46,7 @@ import attrs
 
 __all__ = [
     "APIStatusError",
+    "APIUnreachableError",
     "AuthenticationError",
     "ClientStateError",
     "CostLimitError",
@@ -197,6 +199,26 @@ class TransportError(RunComfyError):
 
 class RequestTimeoutError(TransportError, TimeoutError):
     """The request got no answer in time (connect or read timeout)."""
+
+
+class APIUnreachableError(TransportError):
+    """No submit of the run could reach the API's host; nothing was sent.
+
+    ``host`` and ``port``: the address that could not be reached; ``reason``:
+    why (connection refused, name does not resolve, no answer).
+    """
+
+    def __init__(self, base_url: str, host: str, port: int, reason: str) -> None:
+        self.base_url = base_url
+        self.host = host
+        self.port = port
+        self.reason = reason
+        super().__init__(
+            f"cannot reach the API at {host}:{port} ({reason}); nothing was submitted. "
+            "Check the address (--base-url, RUNCOMFY_BASE_URL) and this machine's network, "
+            f"e.g. with: curl -sS -o /dev/null {base_url}/",
+            request_sent=False,
+        )
 
 
 class SubmitOutcomeUnknown(RunComfyError):

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from runcomfy_async import PollPolicy, RetryPolicy, RunComfyClient
+from runcomfy_async import APIUnreachableError, PollPolicy, RetryPolicy, RunComfyClient
 from runcomfy_async.batch import BatchRunner
 from runcomfy_async.batch._journal import JOURNAL_NAME
-from runcomfy_async.batch._submit import APIUnreachableError
 from runcomfy_async.emulator import Emulator, Faults
 
 MakeEmulator = Callable[..., Awaitable[Emulator]]

@@ -19,13 +19,13 @@ import anyio
 import anyio.abc
 
 from .._client import RunComfyClient
-from .._errors import SubmitOutcomeUnknown, TransportError
+from .._errors import APIUnreachableError, SubmitOutcomeUnknown, TransportError
 from ._context import RunContext
 from ._lifecycle import error_text, submit_fate
 from ._manifest import ManifestEntry
 from ._rows import JournalState
 
-__all__ = ["APIUnreachableError", "SubmitStage"]
+__all__ = ["SubmitStage"]
 
 logger = logging.getLogger("runcomfy_async")
 
@@ -36,26 +36,6 @@ _LOW = 2 * _WORKERS  # claim the next ones when fewer are ready (a claim waits f
 # API's host is probed once; if it cannot be reached either, the run stops.
 _UNREACHABLE_AFTER = 3
 _PROBE_TIMEOUT = 10.0  # the client's connect timeout
-
-
-class APIUnreachableError(TransportError):
-    """No submit of the run could reach the API's host; nothing was sent.
-
-    ``host`` and ``port``: the address that could not be reached; ``reason``:
-    why (connection refused, name does not resolve, no answer).
-    """
-
-    def __init__(self, base_url: str, host: str, port: int, reason: str) -> None:
-        self.base_url = base_url
-        self.host = host
-        self.port = port
-        self.reason = reason
-        super().__init__(
-            f"cannot reach the API at {host}:{port} ({reason}); nothing was submitted. "
-            "Check the address (--base-url, RUNCOMFY_BASE_URL) and this machine's network, "
-            f"e.g. with: curl -sS -o /dev/null {base_url}/",
-            request_sent=False,
-        )
 
 
 def _api_address(base_url: str) -> tuple[str, int]:

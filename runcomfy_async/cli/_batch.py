@@ -7,8 +7,8 @@ import asyncio
 import sys
 from typing import Any
 
+from .._errors import APIUnreachableError
 from ..batch import BatchOptions, BatchRunner, ManifestError
-from ..batch._submit import APIUnreachableError
 from ._common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, make_client, print_error
 from ._inputs import dry_run, input_options, print_skipped
 from ._interrupt import ask_in_thread, install_interrupt
