@@ -50,6 +50,7 @@ from typing import Any
 import attrs
 
 from .._errors import ClientStateError, IllegalTransitionError, JobHeldElsewhereError, JournalError
+from ..batch._commit import GroupCommit
 from ..batch._rows import (
     COLUMNS,
     JSON_COLUMNS,
@@ -230,7 +231,7 @@ def _frees_slot(p: _Pending) -> bool:
     return left and any(s.value in _IN_FLIGHT for s in p.expect)
 
 
-class PostgresEngine:
+class PostgresEngine(GroupCommit):
     """The journal of one batch (``batch_key``) in PostgreSQL, shared by every runner naming it.
 
     :meth:`open` connects, creates the tables when missing (idempotent, safe
@@ -753,25 +754,6 @@ class PostgresEngine:
         flusher = self._flusher
         if flusher is not None and not flusher.done():
             await asyncio.shield(flusher)
-
-    def _flush_within(self, seconds: float) -> None:
-        if self._flusher is not None and not self._flusher.done():
-            return
-        loop = asyncio.get_running_loop()
-        due = loop.time() + seconds
-        if self._timer is not None:
-            if self._timer.when() <= due:
-                return
-            self._timer.cancel()
-        self._timer = loop.call_at(due, self._start_flush)
-
-    def _start_flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._pending and (self._flusher is None or self._flusher.done()):
-            loop = asyncio.get_running_loop()
-            self._flusher = loop.create_task(self._flush(), name="runcomfy-async journal")
 
     async def _flush(self) -> None:
         while self._pending:
