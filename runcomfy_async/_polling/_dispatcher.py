@@ -225,7 +225,7 @@ class PollScheduler:
     # -- scheduling -------------------------------------------------------------
 
     def _plan(self, t: Tracked, now: float, earliest: float | None) -> float:
-        """When to check ``t`` next, not done at ``now``: ``PollPolicy.plan_next`` at its model's scale."""
+        """When to check ``t``, not done at ``now``: ``plan_next`` at its model's scale."""
         model = self.latency(t.model_id)
         likely = model.likely_max()
         return self.policy.plan_next(
