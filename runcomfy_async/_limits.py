@@ -100,13 +100,14 @@ def _loop_clock() -> float:
 #: Seconds within which further 429s do not cut the rate again.
 CUT_INTERVAL = 1.0
 #: How many recent answers the budget remembers, and how many 429s among them
-#: make a cluster (a real limit): at a 3% sporadic rate, 4 of 16 happens
-#: about once in a hundred 429s.
+#: make a cluster (a real limit): at a 3% sporadic rate, 3 of 16 happens
+#: for about one 429 in fourteen (a cut the rate wins back in seconds).
 RECENT = 16
-CLUSTER = 4
-#: Seconds (and about as many seconds' worth of answers) a rate must be
-#: sustained without a real 429 before it counts as proven.
-PROVE_SECONDS = 1.0
+CLUSTER = 3
+#: The window (seconds) over which the budget measures what it sends and what
+#: the server sustained without a real 429 (two seconds: a server's burst
+#: allowance alone does not look like its rate).
+PROVE_SECONDS = 2.0
 #: The default ceiling of additive increase, requests per second.
 DEFAULT_MAX_RATE = 200.0
 
@@ -259,13 +260,13 @@ class RequestBudget:
         "_paused_until",
         "_peak_limited_rate",
         "_rate",
-        "_rate_since",
+        "_answered",
+        "_ok",
         "_recent",
         "_recent_429",
         "_seq",
         "_stamp",
         "_start",
-        "_streak",
         "_timer",
         "_tokens",
         "_waiters",
@@ -310,11 +311,12 @@ class RequestBudget:
         self._last_limited_rate: float | None = None
         self._peak_limited_rate = 0.0
         self._last_retry_after: float | None = None
-        # The highest rate sustained for PROVE_SECONDS without a real 429: a
-        # 429 at or below it is sporadic unless 429s cluster.
+        # The highest answer rate the server sustained (answers within the
+        # last PROVE_SECONDS) without a real 429: a 429 while sending no
+        # faster is sporadic unless 429s cluster.
         self._good = 0.0
-        self._rate_since = self._stamp
-        self._streak = 0
+        self._answered: collections.deque[float] = collections.deque()  # every answer
+        self._ok: collections.deque[float] = collections.deque()  # answers not 429
         # The last RECENT answers (True: a 429), for clustering.
         self._recent: collections.deque[bool] = collections.deque(maxlen=RECENT)
         self._recent_429 = 0
@@ -413,7 +415,9 @@ class RequestBudget:
         self._refill(now)
         wait = max(self._paused_until - now, 0.0)
         if self._tokens < 1.0 and self._rate != float("inf"):
-            wait = max(wait, (1.0 - self._tokens) / self._rate)
+            # At least a microsecond: a token short by a rounding error would
+            # otherwise arm a timer the clock cannot tell from now, forever.
+            wait = max(wait, (1.0 - self._tokens) / self._rate, 1e-6)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(wait, self._wake)
 
@@ -462,19 +466,24 @@ class RequestBudget:
         if limited:
             self._recent_429 += 1
 
+    @staticmethod
+    def _per_second(times: collections.deque[float], now: float) -> float:
+        """Entries per second over the last ``PROVE_SECONDS`` (dropping older ones)."""
+        while times and times[0] <= now - PROVE_SECONDS:
+            times.popleft()
+        return len(times) / PROVE_SECONDS
+
     def on_success(self) -> None:
         """Record an answer that was not a 429: win back rate, and probe upward under demand."""
         self._note(False)
+        now = self._clock()
+        self._answered.append(now)
+        self._ok.append(now)
+        sustained = self._per_second(self._ok, now)
+        if now - self._last_cut >= PROVE_SECONDS:
+            self._good = max(self._good, sustained)  # the server took this many
         if self._rate == float("inf"):
             return
-        now = self._clock()
-        self._streak += 1
-        if (
-            self._rate > self._good
-            and now - self._rate_since >= PROVE_SECONDS
-            and self._streak >= max(10.0, self._rate * PROVE_SECONDS)
-        ):
-            self._good = self._rate  # sustained without a real 429: proven
         limit = self._last_limited_rate
         ceiling = self._ceiling()
         if self._rate >= ceiling:
@@ -520,26 +529,37 @@ class RequestBudget:
             and retry_after > self._last_retry_after
         )
         self._last_retry_after = retry_after
+        if now >= self._paused_until:
+            # (While paused nothing new goes out: these answers were sent before the cut.)
+            self._answered.append(now)
+        sending = self._per_second(self._answered, now)
         clustered = self._recent_429 >= CLUSTER or grew
-        probing = self._rate > self._good
+        # Sending faster than the server has sustained: a probe past its limit.
+        probing = sending > 1.05 * self._good
         if not (clustered or probing):
             # Isolated, at a rate the server has sustained: not its limit.
             # The request's own retry honours its Retry-After; nobody else waits.
             self.sporadic_429 += 1
             return
-        self._streak = 0
         if now >= self._paused_until and now - self._last_cut >= CUT_INTERVAL:
             # A burst of 429s (from requests already in flight, or within a
             # second) is one signal, not many: cut once.
             self._last_cut = now
+            # What drew it: the rate actually sent where a second of answers
+            # says so (the budget's rate may be far above the demand).
             observed = self._rate if self._rate != float("inf") else self._observed_rate()
+            if sending * PROVE_SECONDS >= 5:
+                observed = min(observed, sending)
             self._last_limited_rate = observed
             self._peak_limited_rate = max(self._peak_limited_rate, observed)
             target = observed * 0.5
-            if probing and not clustered and self._good > target:
-                target = self._good  # a probe that failed: back to the proven rate
+            if probing and not clustered and 0.95 * self._good > target:
+                # A probe that failed alone: back just under the proven rate.
+                target = 0.95 * self._good
             self._good = min(self._good, target)
-            self._set_rate(max(self._min_rate, target), cut=True)
+            self._answered.clear()
+            self._ok.clear()
+            self._set_rate(max(self._min_rate, target))
             self._tokens = min(self._tokens, 0.0)
         pause = retry_after if retry_after is not None else 1.0 / max(self._rate, 1e-9)
         self._paused_until = max(self._paused_until, now + pause)
@@ -554,13 +574,8 @@ class RequestBudget:
         # generous one; halving it from there converges in a few steps.
         return 100.0
 
-    def _set_rate(self, rate: float, *, cut: bool = False) -> None:
-        now = self._clock()
-        self._refill(now)
-        if cut:
-            # Proving starts over; an increase is proven from where it began.
-            self._rate_since = now
-            self._streak = 0
+    def _set_rate(self, rate: float) -> None:
+        self._refill(self._clock())
         self._rate = rate
         self._burst = self._burst_for(rate)
         self._tokens = min(self._tokens, self._burst)
