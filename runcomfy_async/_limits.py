@@ -246,6 +246,7 @@ class RequestBudget:
     """
 
     __slots__ = (
+        "_answered",
         "_burst",
         "_check_credit",
         "_clock",
@@ -257,11 +258,10 @@ class RequestBudget:
         "_last_retry_after",
         "_max_rate",
         "_min_rate",
+        "_ok",
         "_paused_until",
         "_peak_limited_rate",
         "_rate",
-        "_answered",
-        "_ok",
         "_recent",
         "_recent_429",
         "_seq",
