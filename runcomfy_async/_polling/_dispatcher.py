@@ -324,6 +324,11 @@ class PollScheduler:
         )
         moved = 0
         for t, send in zip(due_soon, sends, strict=True):
+            # Never before the job's earliest completion: a check there cannot
+            # find it done, and its answer plans the next from that same
+            # earliest, so the token would be spent for nothing.
+            if t.earliest is not None:
+                send = max(send, t.earliest)
             if send < t.due:
                 self._due.push(t, send)
                 moved += 1
