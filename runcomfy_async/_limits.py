@@ -355,6 +355,14 @@ class RequestBudget:
         return self._tokens
 
     @property
+    def headroom(self) -> bool:
+        """True while additive increase may still raise the rate: below its
+        ceiling, and no real rate limit met yet. The scheduler spreads checks
+        ahead of time only without headroom (demand past the rate raises it)."""
+        ceiling = self._ceiling()
+        return self._last_limited_rate is None and self._rate < ceiling
+
+    @property
     def max_rate(self) -> float | None:
         """The ceiling of additive increase (None: an unlimited budget never limited)."""
         return self._max_rate

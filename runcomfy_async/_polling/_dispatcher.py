@@ -292,28 +292,36 @@ class PollScheduler:
             next_due = due if next_due is None else min(next_due, due)
         return next_due
 
-    def _spread(self, now: float) -> None:
+    def _spread(self, now: float) -> float | None:
         """Move checks ahead of time where the budget cannot serve them by their due times.
 
         Jobs submitted together come due together: if more checks fall due in
         the next ``max_lag`` than the budget can send in it, those sent last
         would be late, which is detection lag past the bound. Sending some
         earlier costs at worst a request each (``_timing.spread_checks``).
-        Runs every quarter window: a scan of the due queue.
+        A pass (a scan of the due queue) runs every quarter window while the
+        queue holds more jobs than the budget serves in a window; returns
+        when the next pass is due (None: no pass needed).
         """
-        window = self.policy.scaled(self.policy.max_lag)
-        self._next_spread = now + window / 4
         budget = self._budget
         if budget is None:
-            return
+            return None
         rate = budget.rate
-        if not rate < float("inf") or rate <= 0:
-            return
+        if not rate < float("inf") or rate <= 0 or getattr(budget, "headroom", False):
+            # Unlimited, or the budget will grow to meet the demand itself
+            # (moving checks ahead for a rate about to rise costs requests).
+            return None
+        window = self.policy.scaled(self.policy.max_lag)
         burst = float(getattr(budget, "burst", max(1.0, rate)))
-        horizon = now + window
-        due_soon = self._due.within(float("-inf"), horizon)
-        if len(due_soon) <= burst + rate * window:
-            return
+        capacity = burst + rate * window
+        if len(self._due) <= capacity:
+            return None  # even all of them at once would fit
+        if now < self._next_spread:
+            return self._next_spread
+        self._next_spread = now + window / 4
+        due_soon = self._due.within(float("-inf"), now + window)
+        if len(due_soon) <= capacity:
+            return self._next_spread
         level = getattr(budget, "level", None)
         sends = spread_checks(
             [t.due for t in due_soon],
@@ -334,6 +342,7 @@ class PollScheduler:
                 moved += 1
         if moved:
             logger.debug("spread %d checks ahead of time to fit the request budget", moved)
+        return self._next_spread
 
     def _poke(self) -> None:
         wake = self._wake
@@ -380,12 +389,14 @@ class PollScheduler:
                         probe_due = (
                             frontier_due if probe_due is None else min(probe_due, frontier_due)
                         )
-                if now >= self._next_spread:
-                    self._spread(now)
+                spread_due = self._spread(now)
                 t = self._due.peek(self._infer_queued)
                 due = t.due if t is not None else None
                 if probe_due is not None:
                     due = probe_due if due is None else min(due, probe_due)
+                if spread_due is not None and due is not None:
+                    # Look ahead: a group of checks is spread before it comes due.
+                    due = min(due, spread_due)
                 if t is None or t.due > now:
                     self._wake = loop.create_future()
                     if due is not None:
