@@ -252,6 +252,9 @@ class RequestBudget:
         "_clock",
         "_closed",
         "_good",
+        "_candidate",
+        "_checkpoint",
+        "_share_429",
         "_increase",
         "_last_cut",
         "_last_limited_rate",
@@ -314,7 +317,17 @@ class RequestBudget:
         # The highest answer rate the server sustained (answers within the
         # last PROVE_SECONDS) without a real 429: a 429 while sending no
         # faster is sporadic unless 429s cluster.
-        self._good = 0.0
+        # The configured rate counts as proven until a real 429 says otherwise
+        # (it is the user's word); an unlimited budget has nothing proven.
+        self._good = rate if rate is not None else 0.0
+        # Promotion waits a window: the rate measured at one checkpoint
+        # becomes proven at the next if no real 429 came between (else a
+        # probe would prove itself while it runs).
+        self._candidate = 0.0
+        self._checkpoint = self._stamp
+        # The long-run share of 429s (sporadic ones set it): a cluster is
+        # counted above what that share alone would give.
+        self._share_429 = 0.0
         self._answered: collections.deque[float] = collections.deque()  # every answer
         self._ok: collections.deque[float] = collections.deque()  # answers not 429
         # The last RECENT answers (True: a 429), for clustering.
@@ -467,6 +480,7 @@ class RequestBudget:
         self._arm()
 
     def _note(self, limited: bool) -> None:
+        self._share_429 += (float(limited) - self._share_429) / 200.0
         recent = self._recent
         if len(recent) == recent.maxlen and recent[0]:
             self._recent_429 -= 1
@@ -488,8 +502,11 @@ class RequestBudget:
         self._answered.append(now)
         self._ok.append(now)
         sustained = self._per_second(self._ok, now)
-        if now - self._last_cut >= PROVE_SECONDS:
-            self._good = max(self._good, sustained)  # the server took this many
+        if now - self._checkpoint >= PROVE_SECONDS:
+            # The server took ``candidate`` a window ago, and no real 429 since.
+            self._good = max(self._good, min(self._candidate, sustained))
+            self._candidate = sustained
+            self._checkpoint = now
         if self._rate == float("inf"):
             return
         limit = self._last_limited_rate
@@ -497,24 +514,25 @@ class RequestBudget:
         if self._rate >= ceiling:
             return
         start = self._start if self._start is not None else self._peak_limited_rate
+        if limit is not None and 0.9 * limit <= self._rate < 1.1 * limit:
+            # Near the rate that last drew a real 429: 0.1% a request, so a
+            # client settles just under a server's limit and probes it about
+            # once a thousand answers (past the starting rate only under demand).
+            cap = ceiling if self._has_waiters() else min(ceiling, start)
+            if self._rate < cap:
+                self._set_rate(min(cap, self._rate * 1.001))
+            return
         if self._rate < start and limit is not None:
-            # Winning back what a 429 took: below 90% of the rate that drew
-            # it, 2% a request (fast); up to it, 0.1% (slow probing of a
-            # limit we hit); past it without a new 429, that 429 was no
-            # rate limit, so fast again.
-            step = 0.001 if 0.9 * limit <= self._rate < limit else 0.02
-            # At low rates a relative step alone would take minutes to recover.
-            self._set_rate(min(ceiling, start, self._rate + max(self._rate * step, step)))
+            # Winning back what a 429 took (and past 1.1x that rate without a
+            # new 429, it was no rate limit): 2% a request, at least 0.02/s,
+            # or recovery at low rates would take minutes.
+            self._set_rate(min(ceiling, start, self._rate + max(self._rate * 0.02, 0.02)))
             return
         if not self._has_waiters():
             return  # no demand past the rate: a rate not used proves nothing
         # Additive increase: ``increase`` requests/s per second of demand
-        # (one success is 1/rate of a second), ten times slower near the
-        # rate that last drew a real 429.
-        per_second = self._increase
-        if limit is not None and 0.9 * limit <= self._rate < 1.1 * limit:
-            per_second /= 10.0
-        self._set_rate(min(ceiling, self._rate + per_second / self._rate))
+        # (one success is 1/rate of a second).
+        self._set_rate(min(ceiling, self._rate + self._increase / self._rate))
 
     def _ceiling(self) -> float:
         if self._max_rate is not None:
@@ -541,7 +559,8 @@ class RequestBudget:
             # (While paused nothing new goes out: these answers were sent before the cut.)
             self._answered.append(now)
         sending = self._per_second(self._answered, now)
-        clustered = self._recent_429 >= CLUSTER or grew
+        expected = 2.0 * self._share_429 * RECENT  # what sporadic 429s alone would put there
+        clustered = self._recent_429 >= CLUSTER + round(expected) or grew
         # Sending faster than the server has sustained: a probe past its limit.
         probing = sending > 1.05 * self._good
         if not (clustered or probing):
@@ -558,13 +577,22 @@ class RequestBudget:
             observed = self._rate if self._rate != float("inf") else self._observed_rate()
             if sending * PROVE_SECONDS >= 5:
                 observed = min(observed, sending)
+            target = observed * 0.5
+            took = self._per_second(self._ok, now)
+            if took * PROVE_SECONDS >= 5:
+                # What the server took while refusing the rest: its limit, about.
+                target = max(target, 0.9 * took)
+                observed = min(observed, max(took, target))
             self._last_limited_rate = observed
             self._peak_limited_rate = max(self._peak_limited_rate, observed)
-            target = observed * 0.5
             if probing and not clustered and 0.95 * self._good > target:
-                # A probe that failed alone: back just under the proven rate.
+                # A probe that failed alone: back just under the proven rate,
+                # which stays proven.
                 target = 0.95 * self._good
-            self._good = min(self._good, target)
+            else:
+                self._good = min(self._good, target)  # what it sustained was no limit
+            self._candidate = 0.0
+            self._checkpoint = now
             self._answered.clear()
             self._ok.clear()
             self._set_rate(max(self._min_rate, target))

@@ -136,7 +136,7 @@ def test_a_burst_under_the_default_budget_keeps_the_lag_bound_by_growing_the_rat
 
 
 def test_spreading_moves_checks_ahead_when_the_budget_binds() -> None:
-    # Jobs submitted together come due together: 150 jobs of 61-70 s, a fixed
+    # Jobs submitted together come due together: 250 jobs of 61-70 s, a fixed
     # 10 requests/s. Their first checks all fall due at 66 s; the budget can
     # send 70 of them between the earliest completion (60 s) and then. Spread
     # ahead (never before 60 s, where no job can be done), fewer are late.
@@ -148,7 +148,7 @@ def test_spreading_moves_checks_ahead_when_the_budget_binds() -> None:
             sched._budget = None
         now = asyncio.get_running_loop().time()
         tracked = []
-        for i, d in enumerate(uniform_durations(150, 61, 70, seed=3)):
+        for i, d in enumerate(uniform_durations(250, 61, 70, seed=3)):
             api.add(f"j{i}", d, now=now)
             tracked.append(sched.track(f"j{i}", KLING))
         await asyncio.gather(*(t.waiter for t in tracked))
