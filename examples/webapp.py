@@ -214,7 +214,7 @@ async def submit_clip(request: web.Request) -> web.Response:
     while len(jobs) > MAX_REMEMBERED_JOBS:
         jobs.popitem(last=False)
     location = f"/clips/{job.request_id}"
-    body = {"request_id": job.request_id, "status": job.status.value, "status_url": location}
+    body = {"request_id": job.request_id, "status": job.state.value, "status_url": location}
     return web.json_response(body, status=202, headers={"Location": location})
 
 
@@ -223,15 +223,14 @@ async def clip_status(request: web.Request) -> web.Response:
     request_id = request.match_info["request_id"]
     job = request.app[JOBS].get(request_id)
     if job is not None:
-        outcome = job.outcome()
-        if outcome is None:
-            body: dict[str, Any] = {"request_id": request_id, "status": job.status.value}
+        if not job.done:
+            body: dict[str, Any] = {"request_id": request_id, "status": job.state.value}
             if job.queue_position is not None:
                 body["queue_position"] = job.queue_position
             return web.json_response(body)
-        if isinstance(outcome, Result):
-            return web.json_response(_clip_body(outcome))
-        body = {"request_id": request_id, "status": job.status.value, "error": str(outcome)}
+        if job.error is None:
+            return web.json_response(_clip_body(job.result_nowait()))
+        body = {"request_id": request_id, "status": job.state.value, "error": str(job.error)}
         return web.json_response(body)
     try:
         result = await request.app[CLIENT].result(request_id)

@@ -55,6 +55,7 @@ from .batch import (
     JobReport,
     JournalError,
     Manifest,
+    ManifestChecks,
     ManifestError,
     run_batch,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "Limits",
     "MalformedResponseError",
     "Manifest",
+    "ManifestChecks",
     "ManifestError",
     "ManifestProblem",
     "MemoryLimits",

@@ -4,15 +4,47 @@ It owns, for its whole life, one transport (connection pool), one request
 budget, one polling scheduler and one cap on jobs in flight. Open it with
 ``async with`` (or let the first call open it) and close it with ``aclose()``;
 a closed client raises :class:`ClientStateError` and cannot be reopened.
+
+One event loop: a client belongs to the loop it was first used on (its
+connections, futures and scheduler live there). When that loop shuts down
+under it (an ``asyncio.run()`` returns with the client still open), it closes
+itself on that loop, while the loop can still release its connections, and
+logs a warning naming every job still in flight (those may still run, and
+bill, on the server). Any later use, from another loop, raises
+:class:`ClientStateError` saying so and naming those jobs: never a silent
+re-open that would forget them.
+
+Naming (one rule for the whole public surface):
+
+- a *property* is cheap local state that never touches the network and never
+  raises: ``job.done``, ``job.state``, ``job.error``, ``result.done``,
+  ``outcome.ok``;
+- a *verb that hits the network* is an ``async`` method: on the client
+  (``submit``, ``run``, ``status``, ``result``, ``cancel``) or, for one job,
+  ``await job.wait()`` and ``await job.cancel()``; ``job.cancel()`` and
+  ``client.cancel()`` both return a :class:`CancelOutcome`;
+- ``state`` is a :class:`JobState` (``job.state``, ``Status.state``,
+  ``JobEvent.state``, ``CancelOutcome.state``); ``status`` names the status
+  route (``client.status()``) and the :class:`Status` it returns. One
+  exception is left: ``Result.status`` (a JobState, the wire's field name);
+  it is to become ``Result.state`` in a later change;
+- ``result`` names a :class:`Result`: the network call ``client.result()``, or
+  a Result held locally (``outcome.result``); a finished job's Result without
+  waiting is ``job.result_nowait()`` (like ``await job``, but it raises
+  ``asyncio.InvalidStateError`` instead of waiting);
+- a job adopted with :meth:`RunComfyClient.track` is ``JobState.UNKNOWN``
+  until its first check says otherwise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import math
 import os
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -29,8 +61,8 @@ from ._errors import (
 from ._fanout import Outcome, as_completed, map_jobs
 from ._job import Job
 from ._limits import Budget, Limits, MemoryLimits
-from ._models import Balance, CancelOutcome, Result, Status, parse_balance
-from ._polling import JobEvent, Listener, PollScheduler, PollStats
+from ._models import Balance, CancelOutcome, JobState, Result, Status, parse_balance
+from ._polling import JobEvent, Listener, PollScheduler, PollStats, Tracked
 from ._retry import RetryPolicy, classify_submit
 from ._timing import PollPolicy
 from ._transport import BALANCE_URL, AiohttpTransport, Transport, check_base_url
@@ -49,10 +81,40 @@ DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
 _SUBMIT_ROUNDS = 2
 
 
+#: In-flight jobs named in full in the messages about a loop that shut down.
+_NAMED_JOBS = 10
+
+
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
+
+
+async def _close_at_loop_end(
+    ref: weakref.ReferenceType[RunComfyClient], stop: asyncio.Future[None]
+) -> None:
+    """Wait until the client closes; if the loop shuts down first, close it on this loop.
+
+    ``asyncio.run()`` (and ``asyncio.Runner``) cancel every task left before
+    closing the loop: this task is then the last moment the client's
+    connections can be released on the loop they belong to. A weak reference:
+    it must not keep an abandoned client alive (its ``ResourceWarning`` says so).
+    """
+    try:
+        await stop
+    except asyncio.CancelledError:
+        client = ref()
+        if client is not None and client._state is _State.OPEN:
+            await client._loop_ended()
+        raise
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class RunComfyClient:
@@ -85,6 +147,15 @@ class RunComfyClient:
       endpoint for the public API, and ``{base_url}/prod/v2/balance`` for any
       other base URL (an emulator), so the token never reaches a third origin.
     - ``catalog_ttl``: seconds :attr:`models` keeps catalog answers.
+
+    Lifecycle: unopened, open (``async with``, or the first call), closed
+    (:meth:`aclose`; final). A client belongs to the event loop it was opened
+    on. If that loop shuts down while the client is open (an ``asyncio.run()``
+    returned without ``aclose()``), the client closes itself there, logging
+    the request ids of jobs still in flight (resume them with :meth:`track`);
+    using it afterwards, or from any other loop, raises
+    :class:`ClientStateError`. Create the client inside the coroutine you run
+    (``async with RunComfyClient() as client``), one per event loop.
     """
 
     def __init__(
@@ -144,6 +215,17 @@ class RunComfyClient:
         self._needs_token = transport is None
         self._event_streams: set[MemoryObjectSendStream[JobEvent]] = set()
         self._closed_event: anyio.Event | None = None
+        # The loop this client belongs to, and the task that closes the client
+        # if that loop shuts down first (see _close_at_loop_end).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard: asyncio.Task[None] | None = None
+        self._guard_stop: asyncio.Future[None] | None = None
+        # Jobs this client tracks and that have not finished: named if the
+        # loop shuts down under them.
+        self._tracked: dict[str, Tracked] = {}
+        # (request_id, model_id) of jobs in flight when the loop shut down;
+        # None unless it did.
+        self._lost: tuple[tuple[str, str], ...] | None = None
         self._models = ModelsClient(
             self._catalog_get, registry=Registry(parent=DEFAULT_REGISTRY), ttl=catalog_ttl
         )
@@ -170,10 +252,89 @@ class RunComfyClient:
         await self.aclose()
 
     def _open(self) -> None:
+        self._check_loop()
         if self._state is _State.CLOSED:
-            raise ClientStateError("this client is closed; create a new RunComfyClient")
+            raise ClientStateError(self._closed_message())
         if self._state is _State.UNOPENED:
             self._state = _State.OPEN
+            self._bind_loop()
+
+    def _bind_loop(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - every caller of _open runs in a loop
+            return
+        self._loop = loop
+        self._guard_stop = loop.create_future()
+        self._guard = loop.create_task(
+            _close_at_loop_end(weakref.ref(self), self._guard_stop),
+            name="runcomfy-async loop guard",
+        )
+
+    def _check_loop(self) -> None:
+        """Raise ClientStateError when called from a loop other than the client's."""
+        if self._loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is not self._loop:
+            raise ClientStateError(self._foreign_loop_message())
+
+    def _lost_text(self) -> str:
+        lost = self._lost or ()
+        if not lost:
+            return ""
+        named = ", ".join(f"{rid} ({model})" for rid, model in lost[:_NAMED_JOBS])
+        more = f" and {len(lost) - _NAMED_JOBS} more" if len(lost) > _NAMED_JOBS else ""
+        return (
+            f"; {len(lost)} job(s) were still in flight then and may still run (and bill) "
+            f"on the server: {named}{more}; resume each with "
+            "client.track(request_id, model_id) on a new client"
+        )
+
+    _ONE_LOOP_ADVICE = (
+        ". A client belongs to one event loop: create it inside the coroutine you run "
+        "('async with RunComfyClient() as client:' in the function given to asyncio.run()), "
+        "or do all the work under one asyncio.run()"
+    )
+
+    def _foreign_loop_message(self) -> str:
+        if self._lost is not None:
+            return (
+                "this RunComfyClient closed itself when the event loop it was opened on shut "
+                "down (an earlier asyncio.run() returned)"
+                + self._lost_text()
+                + self._ONE_LOOP_ADVICE
+            )
+        assert self._loop is not None
+        if self._loop.is_closed():
+            return (
+                "this RunComfyClient was opened on an event loop that is now closed, and was "
+                "not closed first (call 'await client.aclose()' before the loop closes)"
+                + self._ONE_LOOP_ADVICE
+            )
+        return (
+            "this RunComfyClient belongs to the event loop it was opened on, which is still "
+            "running: it cannot be used from another loop or thread" + self._ONE_LOOP_ADVICE
+        )
+
+    def _closed_message(self) -> str:
+        if self._lost is not None:
+            return self._foreign_loop_message()
+        return "this client is closed; create a new RunComfyClient"
+
+    async def _loop_ended(self) -> None:
+        """The client's loop is shutting down with the client open: close it here and now."""
+        self._lost = tuple((t.request_id, t.model_id) for t in self._tracked.values() if not t.done)
+        if self._lost:
+            logger.warning(
+                "the event loop of %r shut down with the client open; it closed itself%s",
+                self,
+                self._lost_text(),
+            )
+        await self.aclose()
 
     def _ready(self) -> None:
         self._open()
@@ -212,7 +373,7 @@ class RunComfyClient:
         """The client's polling scheduler (created on first use)."""
         if self._scheduler is None:
             if self._state is _State.CLOSED:
-                raise ClientStateError("this client is closed; create a new RunComfyClient")
+                raise ClientStateError(self._closed_message())
             cap = self._cap
             self._scheduler = PollScheduler(
                 self._api,
@@ -262,7 +423,30 @@ class RunComfyClient:
 
         Idempotent. Jobs still running on the server keep running there; their
         request ids (``job.request_id``) let another client resume them.
+        Called from another event loop than the client's, it returns at once
+        if the client is closed already (e.g. closed itself when its loop shut
+        down), and raises :class:`ClientStateError` otherwise: a client's
+        connections can only be closed on its own loop.
         """
+        if self._loop is not None and self._loop is not _running_loop():
+            if self._state is _State.CLOSED:
+                return
+            if self._loop.is_closed():
+                # Nothing can run on a closed loop: mark it closed, release
+                # nothing, but say which jobs were left in flight.
+                self._state = _State.CLOSED
+                lost = [f"{t.request_id} ({t.model_id})" for t in self._tracked.values()]
+                if lost:
+                    logger.warning(
+                        "%r was closed after its event loop closed; %d job(s) were in flight "
+                        "and may still run (and bill) on the server: %s; resume each with "
+                        "client.track(request_id, model_id) on a new client",
+                        self,
+                        len(lost),
+                        ", ".join(lost),
+                    )
+                return
+            raise ClientStateError(self._foreign_loop_message())
         if self._closed_event is not None:
             # A close is under way (or done): wait for it, never return early.
             await self._closed_event.wait()
@@ -290,7 +474,19 @@ class RunComfyClient:
                 # ClientStateError when their turn comes (the client is closed).
                 self._cap.close()
                 self._limits.budget.close()
-            await self._transport.aclose()
+            try:
+                await self._transport.aclose()
+            finally:
+                await self._stop_guard()
+
+    async def _stop_guard(self) -> None:
+        stop, guard = self._guard_stop, self._guard
+        if stop is not None and not stop.done():
+            stop.set_result(None)
+        if guard is not None and guard is not asyncio.current_task():
+            # Let it finish here: a task left pending would be reported when the
+            # loop closes. asyncio.wait never raises the task's cancellation.
+            await asyncio.wait([guard])
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if getattr(self, "_state", None) is _State.OPEN:
@@ -363,6 +559,7 @@ class RunComfyClient:
                     f"({model_id}) was created: resume it with client.track(request_id, model_id)"
                 )
             tracked = self._poller.track(response.request_id, model_id)
+            self._tracked[tracked.request_id] = tracked
         except BaseException:
             if not released:
                 self._cap.release()
@@ -371,7 +568,8 @@ class RunComfyClient:
         logger.info("submitted %s to %s", response.request_id, model_id)
         return Job(self, tracked)
 
-    def _job_finished(self, _tracked: Any) -> None:
+    def _job_finished(self, tracked: Tracked) -> None:
+        self._tracked.pop(tracked.request_id, None)
         self._cap.on_job_finished()
         self._cap.release()
 
@@ -400,6 +598,10 @@ class RunComfyClient:
         if existing is not None:
             return Job(self, existing)
         tracked = self._poller.track(request_id, model_id, fresh=False)
+        # Nothing is known of an adopted job until its first check: it may
+        # have finished long ago (the scheduler's first check moves it on).
+        tracked.last_state = JobState.UNKNOWN
+        self._tracked[request_id] = tracked
         self._cap.force_acquire()
         tracked.on_done = self._job_finished
         if tracked.done:  # pragma: no cover - track never finishes synchronously
@@ -476,7 +678,7 @@ class RunComfyClient:
 
     @staticmethod
     def as_completed(jobs: Iterable[Job], *, timeout: float | None = None) -> AsyncIterator[Job]:
-        """Yield the given jobs as each finishes (then ``job.result()`` or ``await job``)."""
+        """Yield the given jobs as each finishes (then ``await job`` or ``job.result_nowait()``)."""
         return as_completed(jobs, timeout=timeout)
 
     # -- progress ----------------------------------------------------------------
@@ -491,6 +693,7 @@ class RunComfyClient:
 
     async def events(self) -> AsyncIterator[JobEvent]:
         """An async stream of every job state change; it ends when the client closes."""
+        self._check_loop()
         if self.closed:
             return
         # Unbounded: a listener is called synchronously by the scheduler and

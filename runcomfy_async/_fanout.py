@@ -135,9 +135,9 @@ async def as_completed(
 ) -> AsyncIterator[Job]:
     """Yield each job as it finishes; after ``timeout`` raise TimeoutError."""
     jobs = list(jobs)
-    futures = {asyncio.ensure_future(asyncio.shield(j._t.waiter)): j for j in jobs if not j.done()}
+    futures = {asyncio.ensure_future(asyncio.shield(j._t.waiter)): j for j in jobs if not j.done}
     for job in jobs:
-        if job.done():
+        if job.done:
             yield job
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout

@@ -1,18 +1,59 @@
-"""``Job``: a handle on one submitted request, resolved by the client's scheduler."""
+"""``Job``: a handle on one submitted request, resolved by the client's scheduler.
+
+Its names follow the one rule written in ``_client.py``'s docstring:
+properties (``done``, ``state``, ``error``) are cheap local state; ``await
+job.wait()`` and ``await job.cancel()`` are the verbs; ``job.cancel()`` returns
+the same :class:`CancelOutcome` as ``client.cancel()``. The names of the first
+release (``done()``, ``status``, ``result()``, ``outcome()``, a bool from
+``cancel()``) still work for one release, with a ``DeprecationWarning``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Generator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 
-from ._errors import JobCancelledError, JobTimeoutError
+from ._errors import ClientStateError, JobCancelledError, JobTimeoutError
 from ._models import CancelOutcome, JobState, Result
 from ._polling import Tracked
 
 __all__ = ["Job", "JobOwner"]
+
+
+def _deprecated(old: str, new: str) -> None:
+    # stacklevel 3: the warning names the line that used the old name.
+    warnings.warn(
+        f"{old} is deprecated and will be removed in the next release; use {new}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+class _DoneFlag(int):
+    """``job.done``: a bool that can still be called as ``job.done()`` for one release.
+
+    ``bool`` cannot be subclassed, so this is an ``int`` that prints, compares
+    and tests like ``True``/``False`` (``job.done is True`` is the one thing it
+    does not do: write ``if job.done:``). Calling it warns and returns a plain bool.
+    """
+
+    __slots__ = ()
+
+    def __call__(self) -> bool:
+        _deprecated("job.done()", "the property job.done (no parentheses)")
+        return bool(self)
+
+    def __repr__(self) -> str:
+        return repr(bool(self))
+
+    __str__ = __repr__
+
+
+_DONE, _NOT_DONE = _DoneFlag(1), _DoneFlag(0)
 
 
 class JobOwner(Protocol):
@@ -31,6 +72,10 @@ class Job:
     :class:`NotFoundError` (the server forgot the id) or, when the client is
     closed first, :class:`ClientStateError`. Cancelling a task that awaits a
     job does not stop tracking it: other waiters, and later waits, still work.
+
+    Local state, never a network call: :attr:`done`, :attr:`state`,
+    :attr:`error`, :meth:`result_nowait`. Network verbs: :meth:`wait`,
+    :meth:`cancel`.
     """
 
     __slots__ = ("_client", "_t")
@@ -40,7 +85,7 @@ class Job:
         self._t = tracked
 
     def __repr__(self) -> str:
-        return f"<Job {self._t.request_id} {self._t.model_id} {self.status.value}>"
+        return f"<Job {self._t.request_id} {self._t.model_id} {self.state.value}>"
 
     @property
     def request_id(self) -> str:
@@ -53,14 +98,25 @@ class Job:
         return self._t.model_id
 
     @property
-    def status(self) -> JobState:
-        """The last state seen (updated by the scheduler's checks)."""
+    def state(self) -> JobState:
+        """The last state seen (updated by the scheduler's checks).
+
+        A job adopted with ``client.track()`` is ``JobState.UNKNOWN`` until its
+        first check: it may have finished long ago. A submitted job starts
+        ``QUEUED`` (the server just accepted it).
+        """
         outcome = self._t.outcome
         if isinstance(outcome, Result):
             return outcome.status
         if outcome is not None:
             return JobState.CANCELLED if isinstance(outcome, JobCancelledError) else JobState.FAILED
         return self._t.last_state
+
+    @property
+    def status(self) -> JobState:
+        """Deprecated: use :attr:`state` (``status`` names ``client.status()``'s ``Status``)."""
+        _deprecated("Job.status", "Job.state")
+        return self.state
 
     @property
     def queue_position(self) -> int | None:
@@ -77,18 +133,32 @@ class Job:
         """``time.monotonic()`` when the scheduler saw the job end, else None."""
         return self._t.detected_at
 
+    @property
     def done(self) -> bool:
-        """True once the job has an outcome (result or error)."""
-        return self._t.done
+        """True once the job has an outcome (result or error).
 
-    def outcome(self) -> Result | BaseException | None:
-        """The result or the error the job ended with; None while unfinished."""
-        return self._t.outcome
+        A property (``if job.done:``), like ``Result.done``. Calling it
+        (``job.done()``, the first release's method) still works for one
+        release, with a ``DeprecationWarning``.
+        """
+        # Typed as the bool it acts as: a type checker then flags the
+        # deprecated call form, which is the point.
+        return cast(bool, _DONE if self._t.done else _NOT_DONE)
 
-    def result(self) -> Result:
-        """The result of a finished job, without waiting; raises its error if it ended in one.
+    @property
+    def error(self) -> BaseException | None:
+        """The exception the job ended with; None while unfinished or if it succeeded.
 
-        Raises ``asyncio.InvalidStateError`` while the job is unfinished.
+        The same meaning as ``Outcome.error`` of a fan-out.
+        """
+        outcome = self._t.outcome
+        return outcome if isinstance(outcome, BaseException) else None
+
+    def result_nowait(self) -> Result:
+        """What ``await job`` gives, without waiting: the Result, or the job's error raised.
+
+        Raises ``asyncio.InvalidStateError`` while the job is unfinished. Local:
+        it never calls the API (``client.result(request_id)`` does).
         """
         outcome = self._t.outcome
         if outcome is None:
@@ -96,6 +166,19 @@ class Job:
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
+
+    def result(self) -> Result:
+        """Deprecated: use :meth:`result_nowait` (``result`` names the network call).
+
+        ``client.result(request_id)`` asks the API; this never did.
+        """
+        _deprecated("Job.result()", "Job.result_nowait() (or 'await job')")
+        return self.result_nowait()
+
+    def outcome(self) -> Result | BaseException | None:
+        """Deprecated: use :attr:`error`, and :meth:`result_nowait` once :attr:`done`."""
+        _deprecated("Job.outcome()", "Job.error and Job.result_nowait()")
+        return self._t.outcome
 
     async def wait(
         self,
@@ -113,6 +196,12 @@ class Job:
         can be cancelled).
         """
         if not self._t.done:
+            if self._t.waiter.get_loop() is not asyncio.get_running_loop():
+                raise ClientStateError(
+                    f"job {self.request_id} belongs to the event loop its client was opened "
+                    "on; wait for it there (one client per event loop), or adopt it on this "
+                    "loop's client with client.track(request_id, model_id)"
+                )
             try:
                 with anyio.fail_after(timeout):
                     # shield: a waiter that is cancelled or times out must not
@@ -120,30 +209,36 @@ class Job:
                     await asyncio.shield(self._t.waiter)
             except TimeoutError:
                 if self._t.done:
-                    return self.result()
-                cancelled = False
+                    return self.result_nowait()
+                note = ""
                 if cancel_on_timeout:
-                    cancelled = await self.cancel()
-                note = " (cancel requested)" if cancelled else ""
+                    cancel = await self.cancel()
+                    note = (
+                        "; cancelled on the server"
+                        if cancel.cancelled
+                        else f"; the server refused to cancel it ({cancel.outcome}: only a "
+                        "queued job can be cancelled), so it keeps running and billing"
+                    )
                 raise JobTimeoutError(
                     f"job {self.request_id} ({self.model_id}) not finished after {timeout}s{note}",
                     request_id=self.request_id,
                     model_id=self.model_id,
                 ) from None
-        return self.result()
+        return self.result_nowait()
 
     def __await__(self) -> Generator[Any, None, Result]:
         return self.wait().__await__()
 
-    async def cancel(self) -> bool:
-        """Ask the server to cancel this job; True if it was cancelled.
+    async def cancel(self) -> CancelOutcome:
+        """Ask the server to cancel this job; the same answer as ``client.cancel()``.
 
-        Only a queued job can be cancelled; for a running or finished one this
-        is a no-op returning False. The job's outcome follows on the next check
-        (JobCancelledError for its waiters).
+        ``.cancelled`` is True if it was cancelled. Only a queued job can be
+        cancelled; for a running one the answer is ``not_cancellable``, which is
+        not an error. A job already finished here sends nothing and answers
+        ``not_cancellable`` with its final state. The job's outcome follows on
+        the next check (JobCancelledError for its waiters).
         """
         if self._t.done:
-            return False
+            return CancelOutcome(self.request_id, "not_cancellable", self.state)
         # The owner checks a cancelled job again soon, so its waiters learn it.
-        outcome = await self._client.cancel(self.request_id)
-        return outcome.cancelled
+        return await self._client.cancel(self.request_id)

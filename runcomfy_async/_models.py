@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from html import escape
 from typing import Any
@@ -210,6 +211,18 @@ class CancelOutcome:
     def cancelled(self) -> bool:
         """True when the server says this call cancelled the request."""
         return self.outcome in ("cancelled", "canceled")
+
+    def __bool__(self) -> bool:
+        # ``job.cancel()`` returned a bool in the first release; ``if await
+        # job.cancel():`` keeps its meaning for one release, with a warning.
+        # Afterwards truth-testing raises: an always-true object would be a trap.
+        warnings.warn(
+            "the truth value of a CancelOutcome is deprecated (job.cancel() returned a bool "
+            "before); test outcome.cancelled",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.cancelled
 
 
 def _make_converter() -> cattrs.Converter:

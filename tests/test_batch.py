@@ -496,6 +496,7 @@ async def test_hostile_output_urls_only_ever_write_inside_the_directory(tmp_path
         "clip-3.png",
         "clip-4.png",
         "clip.json",
+        "report.html",
         "report.json",
     ]
 

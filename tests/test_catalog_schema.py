@@ -354,3 +354,14 @@ def test_a_data_uri_past_its_cap_is_refused_with_the_size() -> None:
     assert uri_problem("data:image/png;base64," + "A" * 40, START, small) is None
     problem = uri_problem("data:image/png;base64," + "A" * 44, START, small)
     assert problem is not None and "33 bytes, more than the 30" in problem
+
+
+def test_an_unknown_fields_problem_says_what_sends_it_in_the_callers_words() -> None:
+    spec = get_spec("kling/kling-3.0/pro/text-to-video")
+    assert spec is not None
+    (default,) = spec.validate({"prompt": "x", "promt": "y"})
+    assert "did you mean 'prompt'?" in default.rule
+    assert "allow_unknown_fields=True" in default.rule
+    (cli,) = spec.validate({"prompt": "x", "promt": "y"}, unknown_advice="--allow-unknown-fields")
+    assert cli.rule.endswith("(--allow-unknown-fields)")
+    assert "allow_unknown_fields=True" not in cli.rule

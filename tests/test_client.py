@@ -144,7 +144,7 @@ async def test_submit_and_wait_for_both_kling_models(
     t2v = await client.submit(KlingTextToVideo(prompt="a red fox in the snow"))
     for job, model in ((i2v, KLING_STANDARD_I2V), (t2v, KLING_PRO_T2V)):
         result = await asyncio.wait_for(job.wait(), 10)
-        assert result.status is JobState.SUCCEEDED and job.status is JobState.SUCCEEDED
+        assert result.status is JobState.SUCCEEDED and job.state is JobState.SUCCEEDED
         assert job.model_id == model and emulator.job(job.request_id).model_id == model
         assert result.video and result.video.startswith(emulator.storage_url)
         assert result.urls == [result.video]
@@ -189,11 +189,11 @@ async def test_cancel_of_a_queued_job(make_emulator: MakeEmulator, make_client: 
     running = await client.submit(KLING_PRO_T2V, T2V_BODY)
     queued = await client.submit(KLING_PRO_T2V, T2V_BODY)
     assert emu.job(queued.request_id).state == "in_queue"
-    assert await queued.cancel() is True
+    assert (await queued.cancel()).cancelled
     with pytest.raises(JobCancelledError) as info:
         await asyncio.wait_for(queued.wait(), 10)
     assert info.value.request_id == queued.request_id
-    assert queued.status is JobState.CANCELLED
+    assert queued.state is JobState.CANCELLED
     assert emu.counters.jobs_cancelled == 1
     assert (await asyncio.wait_for(running.wait(), 10)).status is JobState.SUCCEEDED
 
@@ -207,7 +207,7 @@ async def test_cancel_of_a_running_job_is_a_no_op(
     assert emu.job(job.request_id).state == "in_progress"
     outcome = await client.cancel(job.request_id)
     assert outcome.outcome == "not_cancellable" and outcome.cancelled is False
-    assert await job.cancel() is False
+    assert not (await job.cancel()).cancelled
     assert (await asyncio.wait_for(job.wait(), 10)).status is JobState.SUCCEEDED
     assert emu.counters.cancel_refused == 2 and emu.counters.jobs_cancelled == 0
 
@@ -219,7 +219,7 @@ async def test_wait_timeout_can_cancel_a_queued_job(
     client = make_client(emu)
     await client.submit(KLING_PRO_T2V, T2V_BODY)
     queued = await client.submit(KLING_PRO_T2V, T2V_BODY)
-    with pytest.raises(JobTimeoutError, match="cancel requested"):
+    with pytest.raises(JobTimeoutError, match="cancelled on the server"):
         await queued.wait(timeout=0.05, cancel_on_timeout=True)
     assert emu.job(queued.request_id).state == "cancelled"
 
@@ -384,7 +384,7 @@ async def test_a_failed_job_raises_job_failed_error_with_the_servers_payload(
     assert err.request_id == job.request_id and err.model_id == KLING_PRO_T2V
     assert err.error == emu.job(job.request_id).error
     assert isinstance(err.error, dict) and err.error["code"] == "generation_failed"
-    assert job.status is JobState.FAILED
+    assert job.state is JobState.FAILED
 
 
 async def test_wait_with_a_timeout_raises_job_timeout_error(
@@ -396,7 +396,7 @@ async def test_wait_with_a_timeout_raises_job_timeout_error(
     with pytest.raises(JobTimeoutError) as info:
         await job.wait(timeout=0.05)
     assert isinstance(info.value, TimeoutError) and info.value.request_id == job.request_id
-    assert not job.done()  # still tracked: waiting again is allowed
+    assert not job.done  # still tracked: waiting again is allowed
     assert emu.job(job.request_id).state == "in_progress"
 
 

@@ -37,6 +37,7 @@ from emuthread import ThreadedEmulator
 
 import runcomfy_async
 from runcomfy_async import PollPolicy, RunComfyClient, cli
+from runcomfy_async.cli._parser import build_parser
 from runcomfy_async.emulator._cli import _parser as emulator_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ DOCS = ROOT / "docs"
 #: Time scale of the emulator and of the docs' clients: Kling pro (90-200 s) takes 0.2-0.4 s.
 SCALE = 0.002
 #: Nav pages that other branches add (the lead empties this once they are merged).
-PAGES_FROM_OTHER_BRANCHES = frozenset({"architecture.md"})
+PAGES_FROM_OTHER_BRANCHES: frozenset[str] = frozenset()
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[^\n]*$")
 
@@ -251,7 +252,7 @@ def test_every_documented_command_line_parses(page: Path) -> None:
     for where, argv in command_lines(page):
         # `runcomfy-async emulator ...` hands its arguments to the emulator's own parser.
         parse = (
-            emulator_parser(None).parse_args if argv[0] == "emulator" else cli._parser().parse_args
+            emulator_parser(None).parse_args if argv[0] == "emulator" else build_parser().parse_args
         )
         try:
             parse(argv[1:] if argv[0] == "emulator" else argv)

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import sqlite3
+import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runcomfy_async import PollPolicy, RunComfyClient
-from runcomfy_async.batch import Journal, JournalState, run_batch
-from runcomfy_async.batch._gallery import GALLERY_NAME, gallery_html, render_gallery, write_gallery
+from runcomfy_async import PollPolicy, RunComfyClient, cli
+from runcomfy_async.batch import REPORT_NAME, Journal, JournalState, run_batch
+from runcomfy_async.batch._gallery import GALLERY_NAME, gallery_html, render_gallery
+from runcomfy_async.batch._report import REPORT_NAME as GALLERY_REPORT_NAME
+from runcomfy_async.batch._report import journal_report, write_gallery
 from runcomfy_async.emulator import Emulator
 
 T2V = "kling/kling-3.0/pro/text-to-video"
@@ -75,6 +81,14 @@ def row(i: int, t: float, **over: Any) -> dict[str, Any]:
 
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def kinds_of(page: Path, job_id: str) -> set[str]:
+    """The span kinds drawn in the timeline row of ``job_id``."""
+    text = page.read_text(encoding="utf-8")
+    start = text.index(f'data-id="{job_id}"><title>')
+    row = text[start : text.index("</g>", start)]
+    return set(re.findall(r'<rect class="(sp-\w+)"', row))
 
 
 def report(*jobs: dict[str, Any], **over: Any) -> dict[str, Any]:
@@ -219,8 +233,10 @@ def check_written_from_journal(out: Path) -> None:
     page = Page(path.read_text(encoding="utf-8"))
     assert [c["data-state"] for c in page.all("article")] == ["succeeded"] * 3
     assert [v["src"] for v in page.all("video")] == [f"clip-{i}.mp4" for i in range(3)]
-    assert len(page.all("g")) == 3 and len(page.all("rect")) == 9
-    assert "interrupted" in " ".join(page.text)
+    assert len(page.all("g")) == 3
+    for group in page.all("g"):  # each job's spans, drawn from the journal's times
+        assert {"sp-send", "sp-noticed", "sp-download"} <= kinds_of(path, group["data-id"] or "")
+    assert "interrupted" not in " ".join(page.text)  # every job got to its end
     assert not list(out.glob("*.part"))
 
 
@@ -275,3 +291,306 @@ def check_killed_halfway(out: Path) -> None:
     text = " ".join(page.text)
     assert "--adopt ID=REQUEST_ID" in text and "rerun the same command to submit" in text
     assert [g["data-id"] for g in page.all("g")] == [f"clip-{i}" for i in range(4)]
+
+
+# -- the timeline's spans, from every time the journal records ------------------------------
+
+
+def test_the_timeline_splits_queued_from_running_and_waiting_from_downloading() -> None:
+    # Sent at 0, accepted at 1, seen running at 3, server done at 11, noticed at 13,
+    # download taken at 13.5, saved at 14.
+    times = {"sending_at": T0, "started_at": T0 + 3.0, "download_started_at": T0 + 13.5}
+    page = Page(render_gallery(report(job(0)), {"clip-0": row(0, T0 + 1, **times)}))
+    rects = {r["class"]: (float(r["x"] or 0), float(r["width"] or 0)) for r in page.all("rect")}
+    assert list(rects) == [
+        "sp-send",
+        "sp-queued",
+        "sp-running",
+        "sp-noticed",
+        "sp-dlwait",
+        "sp-download",
+    ]
+    scale = 820 / 14  # the run spans 0 to 14 s
+    expected = {
+        "sp-send": (0.0, 1.0),
+        "sp-queued": (1.0, 2.0),
+        "sp-running": (3.0, 8.0),
+        "sp-noticed": (11.0, 2.0),
+        "sp-dlwait": (13.0, 0.5),
+        "sp-download": (13.5, 0.5),
+    }
+    for kind, (start, length) in expected.items():
+        x, width = rects[kind]
+        assert x == pytest.approx(170 + start * scale, abs=0.2), kind
+        assert width == pytest.approx(length * scale, abs=0.2), kind
+    tip = " ".join(page.text)
+    assert "queued, or not checked yet: 2.00 s" in tip and "running: 8.00 s" in tip
+
+
+def test_a_running_time_before_the_submit_is_from_an_earlier_attempt_and_ignored() -> None:
+    stale = row(0, T0 + 5, started_at=T0 + 1)
+    page = Page(render_gallery(report(job(0)), {"clip-0": stale}))
+    kinds = [r["class"] for r in page.all("rect")]
+    assert "sp-server" in kinds and "sp-queued" not in kinds and "sp-running" not in kinds
+
+
+# -- the journal records the times --------------------------------------------------------
+
+
+async def test_a_batch_journals_when_each_job_was_sent_seen_running_and_taken_to_download(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    manifest = [
+        {"id": f"clip-{i}", "model": T2V, "input": {"prompt": f"p{i}", "duration": 5}}
+        for i in range(4)
+    ]
+    async with RunComfyClient(
+        emulator.token,
+        base_url=emulator.base_url,
+        poll=PollPolicy(time_scale=emulator.time_scale),
+        requests_per_second=None,
+    ) as client:
+        done = await run_batch(manifest, tmp_path, client=client, progress=False)
+        made = emulator.counters.requests
+    assert done.ok
+    assert done.requests is not None and 4 * 2 <= done.requests <= made  # a submit and a result
+    rows = await asyncio.to_thread(Journal.read, tmp_path)
+    assert rows is not None
+    for r in rows.values():
+        assert r.sending_at is not None and r.submitted_at is not None
+        assert r.finished_at is not None and r.downloaded_at is not None
+        assert r.download_started_at is not None
+        assert r.sending_at <= r.submitted_at <= r.finished_at
+        assert r.finished_at <= r.download_started_at <= r.downloaded_at
+        if r.started_at is not None:  # seen running: between its submit and its end
+            assert r.submitted_at <= r.started_at <= r.finished_at
+    saved = json.loads((tmp_path / REPORT_NAME).read_text(encoding="utf-8"))
+    assert saved["requests"] == done.requests
+    page = (tmp_path / GALLERY_NAME).read_text(encoding="utf-8")  # written by the run itself
+    assert "API requests per job" in page
+
+
+OLD_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema', '1');
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY, line INTEGER NOT NULL, model TEXT NOT NULL, input TEXT NOT NULL,
+    entry_hash TEXT NOT NULL, state TEXT NOT NULL, request_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, error TEXT, result TEXT, files TEXT,
+    submitted_at REAL, finished_at REAL, downloaded_at REAL, updated_at REAL NOT NULL
+);
+INSERT INTO jobs (id, line, model, input, entry_hash, state, request_id, submitted_at,
+    updated_at) VALUES ('clip-0', 1, 'kling/kling-3.0/pro/text-to-video',
+    '{"prompt":"p0","duration":5}', 'h', 'submitted', 'req-0', 1767225600.0, 1767225600.0);
+"""
+
+
+async def test_a_journal_of_the_first_schema_is_read_as_is_and_migrated_when_opened(
+    tmp_path: Path,
+) -> None:
+    def old_journal() -> dict[str, Any]:
+        conn = sqlite3.connect(tmp_path / ".runcomfy-journal.sqlite3")
+        conn.executescript(OLD_SCHEMA)
+        conn.close()
+        rows = Journal.read(tmp_path)  # read-only: not changed
+        assert rows is not None
+        return {"row": rows["clip-0"]}
+
+    found = (await asyncio.to_thread(old_journal))["row"]
+    assert found.state is JournalState.SUBMITTED and found.request_id == "req-0"
+    assert (found.sending_at, found.started_at, found.download_started_at) == (None, None, None)
+    async with await Journal.open(tmp_path) as journal:
+        await journal.rows()
+        journal.mark_running("clip-0", T0 + 1)
+        journal.mark_finished("clip-0", {"outputs": []}, T0 + 2)
+        journal.mark_download_started("clip-0", T0 + 3)
+    rows = await asyncio.to_thread(Journal.read, tmp_path)
+    assert rows is not None
+    migrated = rows["clip-0"]
+    assert migrated.state is JournalState.FINISHED
+    assert (migrated.started_at, migrated.download_started_at) == (T0 + 1, T0 + 3)
+
+
+async def test_time_notes_never_move_a_job_and_are_dropped_once_it_moved_on(
+    tmp_path: Path,
+) -> None:
+    async with await Journal.open(tmp_path) as journal:
+        await journal.plan([("a", 1, T2V, {"prompt": "p"}, "h")])
+        journal.mark_running("a", T0)  # planned: nothing to note
+        journal.mark_download_started("a", T0)
+        await journal.mark_submitting("a", attempts=1)
+        journal.mark_submitted("a", "req-a", T0 + 1)
+        journal.mark_ended("a", JournalState.FAILED, "boom", T0 + 2)
+        journal.mark_running("a", T0 + 3)  # too late: it failed already
+        assert journal.state_of("a") is JournalState.FAILED
+    rows = await asyncio.to_thread(Journal.read, tmp_path)
+    assert rows is not None
+    assert rows["a"].state is JournalState.FAILED and rows["a"].started_at is None
+    assert rows["a"].sending_at is not None and rows["a"].download_started_at is None
+
+
+# -- the report command and the journal-only report -----------------------------------------
+
+
+def test_the_gallery_and_the_runner_name_report_json_alike() -> None:
+    assert GALLERY_REPORT_NAME == REPORT_NAME
+
+
+async def test_a_stale_report_json_is_not_trusted_over_the_journal(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    manifest = [{"id": "a", "model": T2V, "input": {"prompt": "p", "duration": 5}}]
+    async with RunComfyClient(
+        emulator.token,
+        base_url=emulator.base_url,
+        poll=PollPolicy(time_scale=emulator.time_scale),
+        requests_per_second=None,
+    ) as client:
+        await run_batch(manifest, tmp_path, client=client, progress=False)
+    current = await asyncio.to_thread(journal_report, tmp_path)
+    assert current == json.loads((tmp_path / REPORT_NAME).read_text(encoding="utf-8"))
+    assert current["requests"] > 0
+    # A later run added a job and was killed before its report: the journal moved on.
+    async with await Journal.open(tmp_path) as journal:
+        await journal.plan([("b", 2, T2V, {"prompt": "q", "duration": 5}, "h")])
+    stale = await asyncio.to_thread(journal_report, tmp_path)
+    assert [(j["id"], j["outcome"]) for j in stale["jobs"]] == [
+        ("a", "succeeded"),
+        ("b", "not_submitted"),
+    ]
+    assert stale["interrupted"] is True and stale["requests"] is None
+    assert stale["jobs"][0]["files"] == ["a.mp4"]
+    assert stale["jobs"][1]["estimated_cost"] > 0  # from the price table, as a run says
+
+
+def test_report_command_writes_the_page_and_refuses_a_directory_without_a_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "holds no batch" in capsys.readouterr().err
+    assert not (tmp_path / GALLERY_NAME).exists()
+    (tmp_path / REPORT_NAME).write_text(json.dumps(report(job(0))), encoding="utf-8")
+    assert cli.main(["report", str(tmp_path), "--uri"]) == 0  # report.json alone is enough
+    assert capsys.readouterr().out.strip() == (tmp_path / GALLERY_NAME).resolve().as_uri()
+    assert [c["data-id"] for c in Page((tmp_path / GALLERY_NAME).read_text()).all("article")] == [
+        "clip-0"
+    ]
+
+
+async def test_report_command_rebuilds_the_page_of_a_batch_killed_halfway(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A real ``runcomfy-async batch`` process, SIGKILLed once some clips are saved."""
+    manifest = tmp_path / "jobs.jsonl"
+    n = 24
+    with manifest.open("w") as f:
+        for i in range(n):
+            body = {"prompt": f"clip {i}: a lighthouse in a storm", "duration": 5}
+            f.write(json.dumps({"id": f"clip-{i:02d}", "model": T2V, "input": body}) + "\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "RUNCOMFY_API_TOKEN": emulator.token}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "runcomfy_async.cli",
+        "batch",
+        str(manifest),
+        "--out",
+        str(out),
+        "--base-url",
+        emulator.base_url,
+        "--time-scale",
+        str(emulator.time_scale),
+        "--concurrency",
+        "4",
+        "--no-progress",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    try:
+        while len(list(out.glob("clip-*.mp4"))) < 4:
+            assert proc.returncode is None, "the batch ended before it could be killed"
+            assert time.monotonic() < deadline, "no clip saved in 60 s"
+            await asyncio.sleep(0.01)
+    finally:
+        if proc.returncode is None:
+            proc.kill()  # SIGKILL: no report, no cleanup
+        await proc.wait()
+    assert not (out / REPORT_NAME).exists() and not (out / GALLERY_NAME).exists()
+    code = await asyncio.to_thread(cli.main, ["report", str(out)])
+    assert code == 0
+    page = Page((out / GALLERY_NAME).read_text(encoding="utf-8"))
+    states = [c["data-state"] for c in page.all("article")]
+    # Files saved in the last milliseconds before the kill may not be journaled yet
+    # (those writes are deferred): the journal says what it knows, a rerun checks the disk.
+    assert len(states) == n and states.count("succeeded") >= 1
+    assert set(states) - {"succeeded"}, "some jobs were still open when it was killed"
+    assert {"in_flight", "not_submitted", "outcome_unknown", "download_failed"} >= (
+        set(states) - {"succeeded"}
+    )
+    videos = [v["src"] for v in page.all("video")]
+    assert videos and all((out / str(v)).is_file() for v in videos)
+    assert len(videos) == states.count("succeeded")
+    assert "interrupted: rerun the same command to finish" in " ".join(page.text)
+    assert len(page.all("g")) == n
+
+
+def test_a_batch_report_shows_the_gallery_in_a_notebook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runcomfy_async.batch import BatchReport, JobReport
+
+    out = tmp_path / "clips"
+    out.mkdir()
+    done = BatchReport(
+        out_dir=str(out),
+        jobs=(JobReport("a", T2V, "succeeded", files=("a.mp4",), line=1),),
+        started_at=T0,
+        finished_at=T0 + 3,
+        requests=7,
+    )
+    monkeypatch.chdir(tmp_path)  # the notebook's folder: clips/ beside it
+    text = done._repr_html_()
+    page = Page(text)
+    assert not text.lstrip().startswith("<!doctype")  # a fragment, inline in the output
+    assert [v["src"] for v in page.all("video")] == ["clips/a.mp4"]
+    assert [c["data-id"] for c in page.all("article")] == ["a"]
+    assert "7.0" in " ".join(page.text)  # requests per job, from the report
+    monkeypatch.chdir(out)
+    assert [v["src"] for v in Page(done._repr_html_()).all("video")] == ["a.mp4"]
+
+
+async def test_an_interrupted_batch_writes_its_page_too(emulator: Emulator, tmp_path: Path) -> None:
+    from runcomfy_async.batch import BatchRunner
+
+    manifest = [
+        {"id": f"clip-{i}", "model": T2V, "input": {"prompt": f"p{i}", "duration": 5}}
+        for i in range(8)
+    ]
+    async with RunComfyClient(
+        emulator.token,
+        base_url=emulator.base_url,
+        poll=PollPolicy(time_scale=emulator.time_scale),
+        requests_per_second=None,
+        max_in_flight=2,
+    ) as client:
+        runner = BatchRunner(manifest, tmp_path, client=client, progress=False)
+
+        async def stop_after_the_first_submit() -> None:
+            for _ in range(5000):  # the run's own progress, looked at every 2 ms
+                if runner.submitted >= 1:
+                    break
+                await asyncio.sleep(0.002)
+            runner.stop()  # what Ctrl-C does
+
+        stopper = asyncio.create_task(stop_after_the_first_submit())
+        done = await runner.run()
+        await stopper
+    assert done.interrupted and "not_submitted" in done.counts
+    text = (tmp_path / GALLERY_NAME).read_text(encoding="utf-8")
+    page = Page(text)
+    assert "interrupted: rerun the same command to finish" in " ".join(page.text)
+    states = [c["data-state"] for c in page.all("article")]
+    assert len(states) == 8 and states.count("not_submitted") == done.counts["not_submitted"]

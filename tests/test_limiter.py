@@ -414,7 +414,7 @@ async def test_closing_a_client_leaves_limits_it_was_given_open_for_other_client
     ) as second:
         job = await second.submit("vendor/model", {"prompt": "x"})  # the budget still grants
         assert shared.slots.in_flight == 1
-    assert job.done()  # failed by the close, its slot given back
+    assert job.done  # failed by the close, its slot given back
     assert shared.slots.in_flight == 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -10,11 +11,13 @@ import pytest
 from runcomfy_async import KlingTextToVideo
 from runcomfy_async.batch._manifest import (
     Manifest,
+    ManifestChecks,
     ManifestEntry,
     ManifestError,
     check_job_id,
     entry_hash,
 )
+from runcomfy_async.catalog import DEFAULT_REGISTRY, ModelSpec, Registry
 
 T2V = "kling/kling-3.0/pro/text-to-video"
 I2V = "kling/kling-3.0/standard/image-to-video"
@@ -188,3 +191,57 @@ def test_showcase_manifests_are_valid_and_agree() -> None:
     assert len(jsonl) >= 12
     assert {e.model for e in jsonl} == {T2V, I2V}
     assert [(e.id, e.hash) for e in jsonl] == [(e.id, e.hash) for e in csv]
+
+
+def test_skip_invalid_keeps_the_good_lines_and_lists_the_bad() -> None:
+    text = "\n".join(
+        [
+            line(id="a", model=T2V, input={"prompt": "fine"}),
+            line(id="b", model=T2V, input={"prompt": "x", "duration": 99}),
+            "{oops",
+        ]
+    )
+    m = Manifest.parse_jsonl(text, checks=ManifestChecks(skip_invalid=True))
+    assert [e.id for e in m] == ["a"]
+    assert [p.line for p in m.skipped] == [2, 3]
+    # a bad header still refuses the whole file
+    with pytest.raises(ManifestError, match="header"):
+        Manifest.parse_csv("id,prompt\na,b\n", checks=ManifestChecks(skip_invalid=True))
+
+
+def test_no_validate_keeps_what_the_schema_refuses_but_not_non_json() -> None:
+    text = line(id="a", model=T2V, input={"prompt": "x", "duration": 99})
+    (entry,) = Manifest.parse_jsonl(text, checks=ManifestChecks(validate=False))
+    assert entry.input["duration"] == 99
+    nan = line(id="n", model=T2V, input={"prompt": "x", "cfg_scale": 0.5}).replace("0.5", "NaN")
+    with pytest.raises(ManifestError, match="invalid JSON"):
+        Manifest.parse_jsonl(nan, checks=ManifestChecks(validate=False))
+
+
+def test_recheck_validates_with_a_registry_that_learned_a_model() -> None:
+    model = "acme/video-1"
+    text = line(id="a", model=model, input={"prompt": "x", "steps": 500})
+    m = Manifest.parse_jsonl(text)
+    assert m.unvalidated == {model}
+    registry = Registry(parent=DEFAULT_REGISTRY)
+    schema = {
+        "type": "object",
+        "properties": {"prompt": {"type": "string"}, "steps": {"type": "integer", "maximum": 50}},
+    }
+    registry.add(ModelSpec(model, schema))
+    with pytest.raises(ManifestError, match=r"input\.steps: must be at most 50"):
+        m.recheck(ManifestChecks(registry=registry))
+
+
+async def test_wire_input_reads_local_files_only_then(tmp_path: Path) -> None:
+    png = tmp_path / "a.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    text = line(id="a", model=I2V, input={"prompt": "x", "start_image_url": "a.png"})
+    (entry,) = Manifest.parse_jsonl(text, base_dir=tmp_path)
+    assert entry.input["start_image_url"] == "a.png"
+    assert [f.path for f in entry.files] == ["a.png"]
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(80))  # changed after loading: sent as it is now
+    body = await entry.wire_input()
+    assert body["start_image_url"].startswith("data:image/png;base64,")
+    assert len(base64.b64decode(body["start_image_url"].split(",", 1)[1])) == 88
+    assert entry.input["start_image_url"] == "a.png"  # the entry itself is untouched

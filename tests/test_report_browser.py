@@ -14,6 +14,8 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,9 +29,12 @@ from selenium.webdriver.support.ui import Select
 
 from runcomfy_async import PollPolicy, RunComfyClient
 from runcomfy_async.batch import run_batch
-from runcomfy_async.batch._gallery import render_gallery, write_gallery
+from runcomfy_async.batch._gallery import render_gallery
 from runcomfy_async.emulator import Emulator, Faults, make_mp4
 
+ROOT = Path(__file__).resolve().parent.parent
+#: The README's main job (after `pip install ".[video]"`), run in a scratch folder.
+MAIN_JOB = ["batch", "examples/showcase.jsonl", "--emulator", "--out", "clips/"]
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 T2V = "kling/kling-3.0/pro/text-to-video"
@@ -56,7 +61,7 @@ def manifest() -> list[dict[str, Any]]:
     return jobs
 
 
-async def run_showcase(out: Path) -> int:
+async def run_showcase(out: Path) -> None:
     """Five clips, then (the emulator failing every job) a rerun that adds a sixth."""
     async with (
         Emulator(time_scale=0.005) as emu,
@@ -73,14 +78,31 @@ async def run_showcase(out: Path) -> int:
         emu.faults = Faults(fail_rate=1.0)
         report = await run_batch(manifest(), out, client=client, progress=False)
         assert report.counts == {"succeeded": 5, "failed": 1}
-        return emu.counters.requests
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The page the second run wrote at its end."""
     out = tmp_path_factory.mktemp("showcase") / "clips"
-    requests = asyncio.run(run_showcase(out))
-    return write_gallery(out, requests=requests)
+    asyncio.run(run_showcase(out))
+    return out / "report.html"
+
+
+@pytest.fixture(scope="module")
+def main_job(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's main job, as its command line runs it: the page it leaves."""
+    work = tmp_path_factory.mktemp("main-job")
+    (work / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "runcomfy_async.cli", *MAIN_JOB],
+        cwd=work,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RUNCOMFY_")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return work / "clips" / "report.html"
 
 
 @pytest.fixture(scope="module")
@@ -242,8 +264,12 @@ def test_the_timeline_has_one_row_per_job(opened: webdriver.Chrome) -> None:
     assert [r.get_attribute("data-id") for r in rows] == [f"clip-{i}" for i in range(6)]
     for row in rows[:5]:
         kinds = {r.get_attribute("class") for r in row.find_elements(By.TAG_NAME, "rect")}
-        assert kinds == {"sp-server", "sp-noticed", "sp-download"}
-    assert rows[5].find_elements(By.CSS_SELECTOR, "rect.sp-server")  # the failed job ran too
+        assert {"sp-send", "sp-noticed", "sp-download"} <= kinds, kinds
+        # Queued and running apart when the client saw it running, else in one bar.
+        assert {"sp-queued", "sp-running"} <= kinds or "sp-server" in kinds, kinds
+    failed = {r.get_attribute("class") for r in rows[5].find_elements(By.TAG_NAME, "rect")}
+    assert failed & {"sp-server", "sp-running"}  # the failed job ran too
+    assert not failed & {"sp-download", "sp-dlwait"}
 
 
 def test_a_hostile_prompt_stays_text(opened: webdriver.Chrome) -> None:
@@ -304,20 +330,35 @@ def test_a_large_batch_loads_the_clips_below_as_they_scroll_into_view(
     assert before < browser.execute_script(count) < 120  # only those near the view
 
 
-def test_screenshot(
-    page: Path, browser: webdriver.Chrome, tmp_path_factory: pytest.TempPathFactory
+def test_the_main_jobs_page_shows_every_clip_playing_and_is_the_readmes_picture(
+    main_job: Path, browser: webdriver.Chrome, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     opened = browser
-    opened.get(page.as_uri())  # afresh: other tests filtered, sorted or left the page
-    # Show each clip mid-motion, then take the picture the README uses.
+    opened.set_window_size(1280, 1500)
+    opened.get(main_job.as_uri())
+    clips = sorted(p.name for p in main_job.parent.glob("*.mp4"))
+    assert len(clips) == 12
+
+    def loaded() -> list[dict[str, Any]] | None:
+        videos: list[dict[str, Any]] = opened.execute_script(VIDEO_STATE)
+        assert all(v["error"] is None for v in videos), videos
+        return videos if all(v["ready"] >= 1 for v in videos) else None
+
+    videos = until(loaded, "every clip's metadata")
+    assert sorted(str(v["src"]) for v in videos) == clips
+    assert all(v["duration"] > 0 and v["width"] > 0 for v in videos), videos
+    assert len(opened.find_elements(By.CSS_SELECTOR, "svg.tl .tl-row")) == 12
+    # Every clip plays: its time moves on.
+    opened.execute_script("document.querySelectorAll('video').forEach(v => v.play())")
     until(
         lambda: opened.execute_script(
-            "return Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 1)"
+            "return Array.from(document.querySelectorAll('video')).every(v => v.currentTime > 0)"
         ),
-        "every clip's metadata",
+        "every clip to play",
     )
+    # Show each clip mid-motion, then take the picture the README uses.
     opened.execute_script(
-        "document.querySelectorAll('video').forEach(v => { v.currentTime = 0.5; })"
+        "document.querySelectorAll('video').forEach(v => { v.pause(); v.currentTime = 0.5; })"
     )
     until(
         lambda: opened.execute_script(
@@ -326,9 +367,15 @@ def test_screenshot(
         ),
         "every clip to show a frame",
     )
-    shot = tmp_path_factory.mktemp("screenshots") / "report.png"
+    # The whole page, timeline included, in one picture.
+    height = opened.execute_script("return document.documentElement.scrollHeight")
+    opened.set_window_size(1280, height + 140)  # the window's frame takes some
+    shots = tmp_path_factory.mktemp("screenshots")
+    shot, timeline = shots / "report.png", shots / "report-timeline.png"
     assert opened.save_screenshot(str(shot))
-    assert shot.stat().st_size > 20_000
+    assert opened.find_element(By.CSS_SELECTOR, ".timeline").screenshot(str(timeline))
+    assert shot.stat().st_size > 20_000 and timeline.stat().st_size > 5_000
     keep = os.environ.get("RUNCOMFY_REPORT_SCREENSHOT")
-    if keep:  # how docs/img/report.png is made
+    if keep:  # how docs/img/report.png (and report-timeline.png beside it) are made
         shutil.copyfile(shot, keep)
+        shutil.copyfile(timeline, Path(keep).with_name(timeline.name))

@@ -67,7 +67,7 @@ async def test_failures_cancels_timeouts_and_vanished_ids_resolve_while_others_c
     async with client_for(emu) as client:
         ok = [await client.submit(T2V, body(i)) for i in range(4)]
         queued = await client.submit(T2V, body(99))  # four workers: this one waits
-        assert await queued.cancel() is True
+        assert (await queued.cancel()).cancelled
         vanished = client.track("no-such-request-0001", T2V)
         with pytest.raises(JobTimeoutError) as timed_out:
             await ok[3].wait(timeout=0.001)
@@ -78,7 +78,7 @@ async def test_failures_cancels_timeouts_and_vanished_ids_resolve_while_others_c
             await vanished
         results = [await job for job in ok]  # the timed-out one still completes
         assert all(isinstance(r, Result) and r.video for r in results)
-        assert queued.status is JobState.CANCELLED
+        assert queued.state is JobState.CANCELLED
         emu.faults = Faults(fail_rate=1.0)  # jobs that finish from now on fail
         doomed = await client.submit(T2V, body(100))
         with pytest.raises(JobFailedError) as failed:
@@ -207,7 +207,7 @@ async def test_as_completed_yields_each_job_once(make_emulator: MakeEmulator) ->
         jobs = [await client.submit(T2V, body(i)) for i in range(5)]
         done = [job async for job in client.as_completed(jobs, timeout=30)]
         assert sorted(j.request_id for j in done) == sorted(j.request_id for j in jobs)
-        assert all(j.done() for j in done)
+        assert all(j.done for j in done)
 
 
 async def test_events_stream_reports_states_and_ends_on_close(make_emulator: MakeEmulator) -> None:

@@ -264,7 +264,7 @@ async def test_shutdown_closes_the_client_and_leaves_nothing_pending(
     await runner.cleanup()
     assert client.closed
     jobs = list(app[webapp.JOBS].values())
-    assert len(jobs) == 5 and all(job.done() for job in jobs)
+    assert len(jobs) == 5 and all(job.done for job in jobs)
     _assert_nothing_left(caplog)
 
 

@@ -43,7 +43,7 @@ from .._errors import (
 from ._download import Downloader, SavedFile
 from ._engine import JournalEngine
 from ._journal import JOURNAL_NAME, TRANSITIONS, Journal
-from ._manifest import Manifest, ManifestEntry
+from ._manifest import Manifest, ManifestChecks, ManifestEntry
 from ._options import BatchOptions, ConfirmCancel
 from ._plan import BatchPreview, CostEstimate, Jobs, check_cost_limit, estimate_batch
 from ._report import OUTCOMES, BatchReport, JobOutcome, JobReport
@@ -75,6 +75,7 @@ __all__ = [
     "JournalRow",
     "JournalState",
     "Manifest",
+    "ManifestChecks",
     "ManifestEntry",
     "ManifestError",
     "ManifestProblem",

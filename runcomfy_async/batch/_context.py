@@ -91,7 +91,7 @@ class RunContext:
         """Put the queued / running counts (the jobs' last seen states) on the bar."""
         if self.bar is None:
             return
-        states = collections.Counter(job.status for job in self.inflight.values())
+        states = collections.Counter(job.state for job in self.inflight.values())
         for state, label in PROGRESS_LABELS.items():
             self.bar.set_count(label, states[state])
 

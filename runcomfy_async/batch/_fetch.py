@@ -40,6 +40,7 @@ async def _download(
     info: Mapping[str, Any],
     request_id: str | None,
 ) -> None:
+    ctx.journal.mark_download_started(entry.id, time.time())  # for the report's timeline
     outputs = [(str(u), str(e)) for u, e in info.get("outputs") or ()]
     names = output_names(entry.id, outputs, taken=ctx.entries)
     try:

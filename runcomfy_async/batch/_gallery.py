@@ -8,8 +8,8 @@ and shared. Every text that comes from a manifest or a server (ids, prompts,
 errors) is HTML-escaped: a prompt is untrusted input.
 
 :func:`render_gallery` makes the whole page, :func:`gallery_html` the same
-gallery as a fragment for a notebook, :func:`write_gallery` writes
-``report.html`` from an output directory.
+gallery as a fragment for a notebook. Writing ``report.html`` from an output
+directory (and reading the journal for it) is ``_report``'s.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import html
-import json
 import math
 import os
 import re
@@ -32,10 +31,8 @@ from urllib.parse import quote
 import attrs
 
 from .._version import __version__
-from ._journal import Journal
-from ._report import _HINTS
 
-__all__ = ["GALLERY_NAME", "gallery_html", "render_gallery", "write_gallery"]
+__all__ = ["GALLERY_NAME", "HINTS", "gallery_html", "render_gallery"]
 
 GALLERY_NAME = "report.html"
 """The gallery's file name inside the output directory."""
@@ -46,16 +43,19 @@ _PROMPT_CHARS = 140
 # Clips past this many are links that the page's script turns into players when
 # scrolled near: a thousand <video> elements keep a browser busy for most of a minute.
 _EAGER_CLIPS = 48
+HINTS: Mapping[str, str] = {
+    "outcome_unknown": (
+        "may have been created and charged: check your RunComfy dashboard, then rerun with "
+        "--adopt ID=REQUEST_ID for those it shows, or --resubmit-unknown for the rest"
+    ),
+    "download_failed": "rerun the same command to retry the downloads",
+    "in_flight": "rerun the same command to resume them (they are not resubmitted)",
+    "not_submitted": "rerun the same command to submit them",
+    "failed": "rerun with --retry-failed to submit them again",
+}
+"""What to do about the jobs of each outcome but ``succeeded`` (the page's cards and the
+report's summary say the same)."""
 _HINT_CANCELLED = "cancelled on the server: rerun with --retry-failed to submit it again"
-# Journal states as report outcomes, for a directory with a journal but no report.json.
-_OUTCOME_OF_STATE = {
-    "planned": "not_submitted",
-    "submitting": "outcome_unknown",
-    "submitted": "in_flight",
-    "finished": "download_failed",
-    "downloaded": "succeeded",
-    "unknown": "outcome_unknown",
-}  # failed and cancelled keep their names
 
 
 def _e(value: object) -> str:
@@ -78,9 +78,12 @@ class _Job:
     estimated_cost: float | None
     prompt: str
     clip_seconds: float | None
+    sending: float | None  # its submit could leave
     submitted: float | None  # the client had the request id
+    started: float | None  # the client first saw it running
     server_done: float | None  # the server says it finished (its clock, clamped)
     noticed: float | None  # the client saw it end
+    download_started: float | None  # a download worker took it
     downloaded: float | None  # its files were saved
 
     @property
@@ -112,10 +115,13 @@ def _jobs(report: Mapping[str, Any], rows: Mapping[str, Any]) -> list[_Job]:
         payload = row.get("input") or {}
         result = row.get("result") or {}
         submitted, noticed = _number(row.get("submitted_at")), _number(row.get("finished_at"))
+        started = _number(row.get("started_at"))
+        if started is not None and (submitted is None or started < submitted):
+            started = None  # from an earlier attempt, or an impossible reading
         server_done = _epoch(result.get("finished_at")) if result.get("finished_at") else None
         if server_done is not None and submitted is not None and noticed is not None:
-            # The server's clock is not ours: keep its "done" between our two readings.
-            server_done = min(max(server_done, submitted), noticed)
+            # The server's clock is not ours: keep its "done" between our readings.
+            server_done = min(max(server_done, started or submitted), noticed)
         out.append(
             _Job(
                 id=str(item.get("id")),
@@ -129,9 +135,12 @@ def _jobs(report: Mapping[str, Any], rows: Mapping[str, Any]) -> list[_Job]:
                 estimated_cost=_number(item.get("estimated_cost")),
                 prompt=str(payload.get("prompt") or ""),
                 clip_seconds=_number(payload.get("duration")),
+                sending=_number(row.get("sending_at")),
                 submitted=submitted,
+                started=started,
                 server_done=server_done,
                 noticed=noticed,
+                download_started=_number(row.get("download_started_at")),
                 downloaded=_number(row.get("downloaded_at")),
             )
         )
@@ -189,7 +198,7 @@ def _card(job: _Job, base: str, eager: bool = True) -> str:
     facts_html = "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts)
     trouble = ""
     if job.outcome != "succeeded":
-        hint = _HINT_CANCELLED if job.outcome == "cancelled" else _HINTS.get(job.outcome, "")
+        hint = _HINT_CANCELLED if job.outcome == "cancelled" else HINTS.get(job.outcome, "")
         if job.error:
             trouble += f'<p class="err">{_e(job.error)}</p>'
         if hint:
@@ -212,11 +221,37 @@ def _ticks(span: float) -> float:
     return next(m * step for m in (1, 2, 5, 10) if m * step >= raw)
 
 
+def _spans(job: _Job, stop: float) -> list[tuple[str, float | None, float | None, str]]:
+    """One job's spans: ``(css kind, start, end, what it was)``; missing times drop a span."""
+    on_server = job.server_done or job.noticed or stop  # still running: to the run's end
+    spans: list[tuple[str, float | None, float | None, str]] = [
+        ("send", job.sending, job.submitted, "sending the submit"),
+    ]
+    if job.started is not None:
+        spans += [
+            ("queued", job.submitted, job.started, "queued, or not checked yet"),
+            ("running", job.started, on_server, "running"),
+        ]
+    else:  # never seen running (finished before a check saw it), or an older journal
+        spans.append(("server", job.submitted, on_server, "queued and running"))
+    spans.append(("noticed", job.server_done, job.noticed, "done, until the client noticed"))
+    if job.download_started is not None:
+        spans += [
+            ("dlwait", job.noticed, job.download_started, "waiting for a download slot"),
+            ("download", job.download_started, job.downloaded, "downloading"),
+        ]
+    else:
+        spans.append(("download", job.noticed, job.downloaded, "downloading"))
+    return spans
+
+
 def _timeline(jobs: list[_Job], start: float | None, stop: float | None) -> str:
     timed = [j for j in jobs if j.submitted is not None]
     if not timed:
         return '<p class="empty">No job was submitted: nothing to draw.</p>'
-    ends = [t for j in timed for t in (j.submitted, j.noticed, j.downloaded) if t is not None]
+    ends = [
+        t for j in timed for t in (j.sending, j.submitted, j.noticed, j.downloaded) if t is not None
+    ]
     t0 = min([*ends, *([start] if start is not None else [])])
     if stop is None or all(j.noticed is not None for j in timed):
         stop = max(ends)
@@ -244,11 +279,7 @@ def _timeline(jobs: list[_Job], start: float | None, stop: float | None) -> str:
         y = top + i * row_h
         tip = [f"{job.id}: {job.outcome}"]
         bars = []
-        spans = [
-            ("server", job.submitted, job.server_done or job.noticed or stop, "queued + running"),
-            ("noticed", job.server_done, job.noticed, "until the client noticed"),
-            ("download", job.noticed, job.downloaded, "downloading"),
-        ]
+        spans = _spans(job, stop)
         for kind, a, b, what in spans:
             if a is None or b is None or b < a:
                 continue
@@ -375,42 +406,3 @@ def render_gallery(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(page_title)}</title></head><body>{body}</body></html>\n"
     )
-
-
-def write_gallery(
-    out_dir: str | os.PathLike[str],
-    *,
-    report: Mapping[str, Any] | None = None,
-    requests: int | None = None,
-) -> Path:
-    """Write ``out_dir/report.html`` and return its path (blocking: call it in a thread).
-
-    ``report`` defaults to ``out_dir/report.json``; without that file (a batch
-    killed before its end) the jobs come from the journal alone.
-    """
-    directory = Path(out_dir)
-    rows = Journal.read(directory) or {}
-    if report is None:
-        path = directory / "report.json"
-        if path.is_file():
-            report = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            # Model, line and request id come from the rows too (see _jobs).
-            jobs: list[dict[str, Any]] = [
-                {
-                    "id": r.id,
-                    "outcome": _OUTCOME_OF_STATE.get(r.state.value, r.state.value),
-                    "files": [str(f.get("name")) for f in r.files],
-                    "error": r.error,
-                }
-                for r in rows.values()
-            ]
-            last = max((r.updated_at for r in rows.values()), default=None)
-            report = {"out_dir": str(directory), "interrupted": True, "jobs": jobs}
-            report["finished_at"] = last  # the last the journal heard: where open jobs end
-    text = render_gallery(report, rows, requests=requests)
-    target = directory / GALLERY_NAME
-    part = target.with_name(f".{GALLERY_NAME}.part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, target)
-    return target

@@ -195,6 +195,9 @@ class Journal:
             submitted_at=None,
             finished_at=None,
             downloaded_at=None,
+            sending_at=None,
+            started_at=None,
+            download_started_at=None,
         )
 
     async def requeue(self, job_id: str) -> None:
@@ -219,10 +222,12 @@ class Journal:
             request_id=request_id,
             error=None,
             submitted_at=time.time(),
+            sending_at=None,  # sent by someone else, at a time we do not know
+            started_at=None,
         )
 
     async def mark_submitting(self, job_id: str, attempts: int) -> None:
-        """The POST may leave now: durable before it does."""
+        """The POST may leave now: durable before it does (``sending_at`` is now)."""
         await self._move(
             job_id,
             _S.SUBMITTING,
@@ -231,6 +236,9 @@ class Journal:
             request_id=None,
             error=None,
             result=None,
+            sending_at=time.time(),
+            started_at=None,
+            download_started_at=None,
         )
 
     def mark_submitted(self, job_id: str, request_id: str, at: float) -> None:
@@ -252,6 +260,16 @@ class Journal:
         sources = frozenset({_S.SUBMITTING}) if target is _S.UNKNOWN else _SUBMIT_SOURCES
         await self._move(job_id, target, sources, error=error)
 
+    def mark_running(self, job_id: str, at: float) -> None:
+        """The client first saw the job running at ``at`` (a note: the state stays).
+
+        Nothing relies on it but the report's timeline: deferred, and dropped
+        when the job has moved on in this process already.
+        """
+        if self._states.get(job_id) is not _S.SUBMITTED:
+            return
+        self._defer(job_id, _S.SUBMITTED, frozenset({_S.SUBMITTED}), started_at=at)
+
     def mark_finished(self, job_id: str, result: Mapping[str, Any], at: float) -> None:
         """The job succeeded on the server; its outputs are in ``result``."""
         self._defer(
@@ -267,6 +285,12 @@ class Journal:
     async def mark_cancelled(self, job_id: str, error: str) -> None:
         """We cancelled the job while it was queued (waited: the run is ending)."""
         await self._move(job_id, _S.CANCELLED, frozenset({_S.SUBMITTED}), error=error)
+
+    def mark_download_started(self, job_id: str, at: float) -> None:
+        """A download worker took the job's files at ``at`` (a note: the state stays)."""
+        if self._states.get(job_id) is not _S.FINISHED:
+            return
+        self._defer(job_id, _S.FINISHED, frozenset({_S.FINISHED}), download_started_at=at)
 
     def mark_downloaded(self, job_id: str, files: list[Mapping[str, Any]], at: float) -> None:
         """Every output of the job is on disk."""

@@ -9,8 +9,10 @@ import attrs
 
 from .._api import check_request_id
 from .._retry import RetryPolicy
+from ..catalog import Registry
 from ..inputs import PriceTable
 from ..progress import Mode, ProgressBar
+from ._manifest import ManifestChecks
 
 __all__ = ["BatchOptions", "ConfirmCancel"]
 
@@ -44,8 +46,19 @@ class BatchOptions:
       found (e.g. on your dashboard): they are tracked, not resubmitted.
     - ``retry_failed``: submit again the jobs that failed.
     - ``max_cost``: refuse to start (:class:`~runcomfy_async.CostLimitError`)
-      when what this run would submit is estimated above it (USD, list ``prices``).
-    - ``prices``: the :class:`~runcomfy_async.PriceTable` for estimates.
+      when what this run would submit is estimated above it, or cannot be
+      priced (USD; ``--max-cost``).
+    - ``prices``: a :class:`~runcomfy_async.PriceTable` of per-second prices
+      for the models it lists (``--price``, ``--prices``); other models use
+      their spec's price (bundled, or from the catalog).
+    - ``force``: start even when the estimate is above the account's balance
+      (``--force``); by default such a run stops before its first submit.
+    - ``validate``, ``allow_unknown_fields``, ``skip_invalid``,
+      ``ignore_columns``: how the manifest is checked (``--no-validate``,
+      ``--allow-unknown-fields``, ``--skip-invalid``, ``--ignore-columns``;
+      see :class:`~runcomfy_async.batch.ManifestChecks`). With
+      ``skip_invalid`` the bad lines are left out and listed in
+      ``runner.skipped`` (the command exits 1).
     - ``progress``: True (auto), a mode (``"bar"``, ``"log"``, ``"off"``),
       False, or a :class:`~runcomfy_async.ProgressBar` of your own;
       ``progress_file`` is where it writes (standard error by default).
@@ -75,3 +88,18 @@ class BatchOptions:
     job_timeout: float | None = None
     download_retry: RetryPolicy | None = None
     client_options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    force: bool = False
+    validate: bool = True
+    allow_unknown_fields: bool = False
+    skip_invalid: bool = False
+    ignore_columns: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+
+    def checks(self, registry: Registry | None = None) -> ManifestChecks:
+        """The manifest checks these options ask for, validating with ``registry``."""
+        return ManifestChecks(
+            validate=self.validate,
+            allow_unknown_fields=self.allow_unknown_fields,
+            skip_invalid=self.skip_invalid,
+            ignore_columns=self.ignore_columns,
+            registry=registry,
+        )

@@ -2,23 +2,49 @@
 
 :func:`make_plan` decides, job by job, what this run does (submit, resume,
 download, or leave settled); :func:`check_cost_limit` is the one place the
-``max_cost`` rule lives (the CLI and the library both come here).
+``max_cost`` rule lives and :func:`check_balance` the one place of the
+balance rule (the CLI, its dry run and the library all come here);
+:func:`fetch_specs` asks the catalog for the specs of models the manifest
+could not validate yet.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
 import attrs
 
-from .._errors import CostLimitError, InputValidationError, ManifestError, ManifestProblem
+from .._errors import (
+    CostLimitError,
+    InputValidationError,
+    ManifestError,
+    ManifestProblem,
+    RunComfyError,
+)
+from ..catalog import Registry, get_spec
 from ..inputs import PriceTable, estimate_cost
 from ._lifecycle import JobOutcome
-from ._manifest import Manifest, ManifestEntry
+from ._manifest import Manifest, ManifestChecks, ManifestEntry
 from ._rows import JournalRow, JournalState
+
+if TYPE_CHECKING:
+    from .._client import RunComfyClient
+    from ._options import BatchOptions
+
+logger = logging.getLogger("runcomfy_async")
+
+_STAND_IN_URL = "https://local-file.invalid/manifest-path"
+
+#: Seconds the balance may take to answer before a run goes on without it
+#: (the transport retries; an unreachable wallet must not hold a dry run for minutes).
+BALANCE_TIMEOUT = 10.0
 
 __all__ = [
     "BatchPreview",
@@ -26,11 +52,15 @@ __all__ = [
     "Jobs",
     "Plan",
     "as_manifest",
+    "check_balance",
     "check_cost_limit",
+    "check_spend",
     "entry_cost",
     "estimate_batch",
+    "fetch_specs",
     "files_present",
     "make_plan",
+    "read_balance",
 ]
 
 Jobs = Manifest | str | os.PathLike[str] | Iterable[Any]
@@ -62,23 +92,71 @@ class CostEstimate:
         return "\n".join(lines)
 
 
-def entry_cost(entry: ManifestEntry, prices: PriceTable | None) -> float | None:
+def entry_cost(
+    entry: ManifestEntry, prices: PriceTable | None, registry: Registry | None = None
+) -> float | None:
+    """Estimated USD of one job, None when no price is known.
+
+    A model ``prices`` lists is priced from it (``--price``, ``--prices``);
+    any other from its spec in ``registry`` (the bundled prices, and the
+    catalog's for models a client fetched).
+    """
+    table = prices if prices is not None and entry.model in prices else None
     try:
-        return estimate_cost(entry.model, entry.input, prices=prices)
+        return estimate_cost(entry.model, _priced_input(entry), prices=table, registry=registry)
     except (LookupError, InputValidationError):
         return None
 
 
+def _priced_input(entry: ManifestEntry) -> Mapping[str, Any]:
+    # A local file does not change the price, but its path is no URI the
+    # validator takes: price the body with a stand-in URL in its place.
+    if not entry.files:
+        return entry.input
+    body: dict[str, Any] = copy.deepcopy(dict(entry.input))
+    for f in entry.files:
+        target: Any = body
+        for key in f.location[:-1]:
+            target = target[key]
+        target[f.location[-1]] = _STAND_IN_URL
+    return body
+
+
+def _unpriced_reason(
+    entry: ManifestEntry, prices: PriceTable | None, registry: Registry | None
+) -> str:
+    """Why :func:`entry_cost` gave None for ``entry``, and what the user can do."""
+    spec = get_spec(entry.model, registry)
+    listed = prices is not None and entry.model in prices
+    if listed or (spec is not None and spec.price is not None and spec.price.estimable):
+        unit = "second" if listed or (spec and spec.price and spec.price.unit == "second") else ""
+        if unit:
+            return (
+                f"{entry.model} is priced per second and the input gives no usable "
+                "'duration'; add one"
+            )
+        return f"its input is not one {entry.model} takes (check it without --no-validate)"
+    return (
+        f"no price is known for {entry.model}; give one with --price "
+        f"{entry.model}=USD_PER_SECOND or --prices FILE (prices= in Python)"
+    )
+
+
 def estimate_batch(
-    jobs: Jobs | Iterable[ManifestEntry], *, prices: PriceTable | None = None
+    jobs: Jobs | Iterable[ManifestEntry],
+    *,
+    prices: PriceTable | None = None,
+    registry: Registry | None = None,
 ) -> CostEstimate:
     """Estimate what running ``jobs`` (a manifest, its path, or job dicts) would cost."""
-    entries = list(as_manifest(jobs))
+    entries = list(jobs) if not isinstance(jobs, (str, os.PathLike)) else list(as_manifest(jobs))
+    if entries and not isinstance(entries[0], ManifestEntry):
+        entries = list(as_manifest(entries))
     by_model: dict[str, tuple[int, float]] = {}
     unpriced: list[str] = []
     total = 0.0
     for entry in entries:
-        usd = entry_cost(entry, prices)
+        usd = entry_cost(entry, prices, registry)
         if usd is None:
             unpriced.append(entry.id)
             continue
@@ -93,13 +171,44 @@ def estimate_batch(
     )
 
 
-def as_manifest(jobs: Any) -> Manifest:
-    """``jobs`` as a :class:`Manifest` (loaded, or checked, here)."""
+def as_manifest(jobs: Any, checks: ManifestChecks | None = None) -> Manifest:
+    """``jobs`` as a :class:`Manifest` (loaded, or checked, here with ``checks``).
+
+    A :class:`Manifest` given is kept as it is without ``checks``, and checked
+    again when they differ from its own.
+    """
     if isinstance(jobs, Manifest):
-        return jobs
+        return jobs if checks is None or checks == jobs.checks else jobs.recheck(checks)
     if isinstance(jobs, (str, os.PathLike)):
-        return Manifest.load(jobs)
-    return Manifest.from_jobs(jobs)
+        return Manifest.load(jobs, checks)
+    return Manifest.from_jobs(jobs, checks=checks)
+
+
+async def fetch_specs(manifest: Manifest, client: RunComfyClient) -> Manifest:
+    """``manifest`` checked again once the catalog gave specs for its unvalidated models.
+
+    Each model without a spec is asked for once (``client.models.spec``); a
+    model the catalog does not know either, or a catalog that cannot be
+    reached, leaves its jobs unvalidated (logged). Raises
+    :class:`ManifestError` when a fetched spec refuses a line (unless the
+    manifest skips invalid lines).
+    """
+    if not manifest.unvalidated or not manifest.checks.validate:
+        return manifest
+    registry = client.models.registry
+    fetched = False
+    for model_id in sorted(manifest.unvalidated):
+        try:
+            spec = await client.models.spec(model_id)
+        except RunComfyError as exc:
+            logger.warning("could not fetch the spec of %s from the catalog: %s", model_id, exc)
+            continue
+        fetched = fetched or spec is not None
+    if not fetched and manifest.checks.registry is registry:
+        return manifest
+    checks = attrs.evolve(manifest.checks, registry=registry)
+    # a recheck parses again and looks at local files: blocking work, in a thread
+    return await anyio.to_thread.run_sync(manifest.recheck, checks)
 
 
 # -- planning: manifest x journal -> what this run does ---------------------------------
@@ -254,13 +363,24 @@ class BatchPreview:
     unknown: int
     failed: int
     journal_found: bool
+    skipped: tuple[ManifestProblem, ...] = ()
+    unvalidated: tuple[str, ...] = ()
+    balance: float | None = None
 
     def summary(self) -> str:
         """Human-readable preview: the cost table and what the run would do."""
+        valid = "all valid" if not self.skipped else f"{len(self.skipped)} bad line(s) skipped"
         lines = [
-            f"{self.jobs} jobs, all valid. Estimated cost (list prices):",
+            f"{self.jobs} jobs, {valid}. Estimated cost (list prices):",
             self.estimate.summary(),
         ]
+        for p in self.skipped:
+            lines.append(f"  skipped {p}")
+        if self.unvalidated:
+            lines.append(
+                "  not validated (no schema known, not in the catalog): "
+                + ", ".join(self.unvalidated)
+            )
         if self.journal_found:
             lines += [
                 "",
@@ -272,6 +392,17 @@ class BatchPreview:
             f"This run would submit {self.to_submit} job(s), about "
             f"${self.to_submit_estimate.usd:.2f}. Nothing was submitted (dry run)."
         )
+        if self.balance is not None:
+            fits = self.to_submit_estimate.usd <= self.balance
+            lines.append(
+                f"Balance: ${self.balance:.2f}; "
+                + (
+                    "the estimate fits."
+                    if fits
+                    else "the estimate is above it: the run would stop before its first "
+                    "submit (--force starts it anyway)."
+                )
+            )
         return "\n".join(lines)
 
 
@@ -281,18 +412,22 @@ def check_cost_limit(
     *,
     prices: PriceTable | None = None,
     label: str = "the limit of",
+    registry: Registry | None = None,
 ) -> CostEstimate | None:
     """Estimate ``to_submit``; raise :class:`CostLimitError` when it is above ``limit`` (USD)
     or cannot be priced. The one home of the ``max_cost`` rule; ``label`` names the limit
     in the message (the CLI says ``--max-cost``). Without a limit, nothing is estimated
-    (None)."""
+    (None). Prices: ``prices`` for the models it lists, else the specs in ``registry``."""
     if limit is None:
         return None
-    estimate = estimate_batch(to_submit, prices=prices)
+    entries = list(to_submit)
+    estimate = estimate_batch(entries, prices=prices, registry=registry)
     if estimate.unpriced:
+        unpriced = set(estimate.unpriced)
+        first = next(e for e in entries if e.id in unpriced)
         raise CostLimitError(
-            f"cannot enforce max cost ${limit:.2f}: no price is known for "
-            f"{len(estimate.unpriced)} job(s) (e.g. {estimate.unpriced[0]}); "
+            f"cannot enforce max cost ${limit:.2f}: {len(unpriced)} job(s) cannot be priced "
+            f"(e.g. {first.id}: {_unpriced_reason(first, prices, registry)}); "
             "nothing was submitted",
             estimate=estimate,
             limit=limit,
@@ -306,3 +441,60 @@ def check_cost_limit(
             limit=limit,
         )
     return estimate
+
+
+def check_balance(estimate: CostEstimate, balance: float | None, *, force: bool = False) -> None:
+    """Raise :class:`CostLimitError` when ``estimate`` is above ``balance`` (USD).
+
+    The one home of the balance rule: the run, and the dry run's verdict,
+    come here. ``force`` (``--force``) lets the run start anyway; an unknown
+    balance (None) is never a reason to refuse.
+    """
+    if force or balance is None or estimate.usd <= balance:
+        return
+    raise CostLimitError(
+        f"this run would submit {estimate.jobs} job(s) estimated at ${estimate.usd:.2f}, "
+        f"above your balance of ${balance:.2f}; nothing was submitted. Top up, or pass "
+        "--force (force=True in Python) to start anyway",
+        estimate=estimate,
+        limit=balance,
+    )
+
+
+async def read_balance(client: RunComfyClient) -> float | None:
+    """The account's balance in USD, or None when it cannot be read (logged, not raised).
+
+    An unreadable wallet is no reason to refuse a run: the submits will say
+    soon enough if the token or the balance is the trouble.
+    """
+    with anyio.move_on_after(BALANCE_TIMEOUT):
+        try:
+            balance = await client.balance()
+        except (RunComfyError, ValueError, OSError) as exc:
+            # ValueError: a transport that refuses the wallet's origin (a custom one)
+            logger.warning("could not read the account balance (not checked): %s", exc)
+            return None
+        return balance.usd
+    logger.warning("the account balance did not answer in %g s (not checked)", BALANCE_TIMEOUT)
+    return None
+
+
+async def check_spend(
+    to_submit: Iterable[ManifestEntry],
+    options: BatchOptions,
+    client: RunComfyClient | None,
+    *,
+    registry: Registry | None = None,
+    label: str = "the limit of",
+) -> None:
+    """Before the first submit: :func:`check_cost_limit`, then (with a client, unless
+    ``options.force``) :func:`check_balance` against ``client.balance()``."""
+    entries = list(to_submit)
+    check_cost_limit(
+        entries, options.max_cost, prices=options.prices, label=label, registry=registry
+    )
+    if client is None or options.force or not entries:
+        return
+    estimate = estimate_batch(entries, prices=options.prices, registry=registry)
+    if estimate.usd > 0:
+        check_balance(estimate, await read_balance(client))

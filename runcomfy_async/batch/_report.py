@@ -1,32 +1,45 @@
-"""What a batch run ends with: one line per job, counts, costs, and the exit code."""
+"""What a batch run ends with: one line per job, counts, costs, and the exit code; and its
+``report.html`` (the gallery, rendered by ``_gallery``) with the journal's times."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections import Counter
 from collections.abc import Mapping
-from html import escape
+from pathlib import Path
 from typing import Any
 
 import attrs
 import cattrs
 
+from .._errors import JournalError
+from ._gallery import GALLERY_NAME, gallery_html, render_gallery
+from ._gallery import HINTS as _HINTS
+from ._journal import Journal
 from ._lifecycle import OUTCOMES, REPORT_OUTCOME, JobOutcome
 from ._manifest import ManifestEntry
+from ._plan import entry_cost
 from ._rows import JournalRow, JournalState
 
-__all__ = ["OUTCOMES", "BatchReport", "JobOutcome", "JobReport", "job_report"]
+__all__ = [
+    "OUTCOMES",
+    "REPORT_NAME",
+    "BatchReport",
+    "JobOutcome",
+    "JobReport",
+    "job_report",
+    "journal_report",
+    "notebook_gallery",
+    "save_gallery",
+    "write_gallery",
+]
 
-_HINTS: Mapping[str, str] = {
-    "outcome_unknown": (
-        "may have been created and charged: check your RunComfy dashboard, then rerun with "
-        "--adopt ID=REQUEST_ID for those it shows, or --resubmit-unknown for the rest"
-    ),
-    "download_failed": "rerun the same command to retry the downloads",
-    "in_flight": "rerun the same command to resume them (they are not resubmitted)",
-    "not_submitted": "rerun the same command to submit them",
-    "failed": "rerun with --retry-failed to submit them again",
-}
+logger = logging.getLogger("runcomfy_async")
+
+REPORT_NAME = "report.json"
+"""The report's file name inside the output directory (the runner's ``REPORT_NAME``)."""
 
 
 @attrs.frozen
@@ -75,7 +88,9 @@ class BatchReport:
 
     ``submitted``, ``resumed`` and ``downloaded`` count what *this* run did
     (jobs sent, jobs re-attached from the journal, jobs whose files it saved);
-    ``interrupted`` is true when the run was stopped before the end.
+    ``interrupted`` is true when the run was stopped before the end;
+    ``requests`` the API requests the run's client made while it went on
+    (None when this run made none or could not count them).
     """
 
     out_dir: str
@@ -87,6 +102,7 @@ class BatchReport:
     resumed: int = 0
     downloaded: int = 0
     report_path: str | None = None
+    requests: int | None = None
 
     @property
     def elapsed(self) -> float:
@@ -146,6 +162,7 @@ class BatchReport:
             "submitted": self.submitted,
             "resumed": self.resumed,
             "downloaded": self.downloaded,
+            "requests": self.requests,
             "cost": self.cost,
             "estimated_cost": self.estimated_cost,
             "jobs": report_converter.unstructure(self.jobs, tuple[JobReport, ...]),
@@ -190,31 +207,21 @@ class BatchReport:
                 lines.append("")
                 lines += [f"  {o}: {_HINTS[o]}" for o in hints]
         if self.report_path:
-            lines += ["", f"Report: {self.report_path}"]
+            page = os.path.join(os.path.dirname(self.report_path), GALLERY_NAME)
+            lines += ["", f"Report: {self.report_path}; the clips and a timeline: {page}"]
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.summary()
 
     def _repr_html_(self) -> str:
-        """Notebook rendering: counts, then a table of the jobs that did not succeed."""
-        counts = ", ".join(f"{o}: {c}" for o, c in self.counts.items())
-        rows = "".join(
-            f"<tr><td><code>{escape(j.id)}</code></td><td>{escape(j.outcome)}</td>"
-            f"<td><code>{escape(j.request_id or '')}</code></td>"
-            f"<td>{escape((j.error or '')[:200])}</td></tr>"
-            for j in self.failed[:50]
-        )
-        table = (
-            "<table><thead><tr><th>id</th><th>outcome</th><th>request_id</th><th>error</th>"
-            f"</tr></thead><tbody>{rows}</tbody></table>"
-            if rows
-            else ""
-        )
-        return (
-            f"<div><b>Batch of {len(self.jobs)} jobs</b> in <code>{escape(self.out_dir)}</code> "
-            f"({self.elapsed:.1f} s): {escape(counts)}</div>{table}"
-        )
+        """Notebook rendering: the gallery of ``report.html`` (clips, filters, timeline).
+
+        Clips are linked relative to the working directory (a notebook's own
+        folder); the timeline's times are read from the output directory's
+        journal, and left out when it cannot be read.
+        """
+        return notebook_gallery(self)
 
 
 def job_report(
@@ -249,3 +256,124 @@ def job_report(
         estimated_cost=estimated_cost,
         line=entry.line,
     )
+
+
+# -- report.html: the gallery of a report, with the journal's times --------------------
+
+
+def journal_report(
+    out_dir: str | os.PathLike[str], rows: Mapping[str, JournalRow] | None = None
+) -> dict[str, Any]:
+    """The report of an output directory, as ``report.json``'s dict (blocking).
+
+    The jobs come from the journal (``rows``, read from ``out_dir`` when not
+    given): what it says is the truth, even when a run was killed before it
+    wrote ``report.json``. ``report.json`` is used as it is only when it was
+    written after the journal's last change (it is that run's own report, with
+    its request count); without a journal it is all there is. Raises
+    :class:`FileNotFoundError` when the directory has neither, and
+    :class:`JournalError` when a run holds the journal.
+    """
+    directory = Path(out_dir)
+    if rows is None:
+        rows = Journal.read(directory) or {}
+    saved: dict[str, Any] | None = None
+    path = directory / REPORT_NAME
+    if path.is_file():
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            loaded = None  # cut short or edited: the journal knows better
+        if isinstance(loaded, dict):
+            saved = loaded
+    if not rows:
+        if saved is None:
+            raise FileNotFoundError(
+                f"{directory} holds no batch: neither a journal nor {REPORT_NAME}"
+            )
+        return saved
+    last_change = max(r.updated_at for r in rows.values())
+    finished = saved.get("finished_at") if saved else None
+    if not isinstance(finished, (int, float)) or isinstance(finished, bool):
+        finished = None
+    if saved is not None and finished is not None and finished >= last_change:
+        return saved
+    jobs = tuple(
+        job_report(
+            ManifestEntry(r.id, r.model, r.input, r.line, r.entry_hash),
+            r,
+            estimated_cost=entry_cost(ManifestEntry(r.id, r.model, r.input, r.line), None),
+        )
+        for r in rows.values()
+    )
+    starts = [t for r in rows.values() for t in (r.sending_at, r.submitted_at) if t is not None]
+    open_states = {JournalState.PLANNED, JournalState.SUBMITTING, JournalState.SUBMITTED}
+    report = BatchReport(
+        out_dir=str(directory),
+        jobs=jobs,
+        started_at=min(starts, default=last_change),
+        # The last the journal heard: where the jobs still open are drawn to.
+        finished_at=last_change,
+        interrupted=any(r.state in open_states for r in rows.values()),
+    )
+    return report.as_dict()
+
+
+def write_gallery(
+    out_dir: str | os.PathLike[str],
+    *,
+    report: Mapping[str, Any] | None = None,
+    rows: Mapping[str, JournalRow] | None = None,
+    requests: int | None = None,
+) -> Path:
+    """Write ``out_dir/report.html`` and return its path (blocking: call it in a thread).
+
+    ``report`` (``report.json``'s dict) defaults to :func:`journal_report`,
+    ``rows`` to the directory's journal read afresh (pass them while a run
+    holds it). Raises :class:`FileNotFoundError` when there is no batch there.
+    """
+    directory = Path(out_dir)
+    if rows is None:
+        rows = Journal.read(directory) or {}
+    if report is None:
+        report = journal_report(directory, rows)
+    text = render_gallery(report, rows, requests=requests)
+    target = directory / GALLERY_NAME
+    part = target.with_name(f".{GALLERY_NAME}.part")
+    part.write_text(text, encoding="utf-8")
+    os.replace(part, target)
+    return target
+
+
+def save_gallery(
+    out_dir: str | os.PathLike[str], report: BatchReport, rows: Mapping[str, JournalRow]
+) -> Path | None:
+    """Write a finished run's ``report.html`` (blocking); on a disk error log it, return None.
+
+    The page is a view of ``report.json``: failing to write it must not turn a
+    batch that did its work into an error.
+    """
+    try:
+        return write_gallery(out_dir, report=report.as_dict(), rows=rows)
+    except OSError as exc:
+        logger.warning("could not write %s in %s: %s", GALLERY_NAME, out_dir, exc)
+        return None
+
+
+def notebook_gallery(report: BatchReport) -> str:
+    """The gallery of a :class:`BatchReport` for a notebook (``_repr_html_``).
+
+    Files are linked relative to the working directory, which is the
+    notebook's folder in Jupyter; the journal's times are read when the
+    directory's journal can be read (not while a run holds it).
+    """
+    try:
+        rows: Mapping[str, JournalRow] = Journal.read(report.out_dir) or {}
+    except (JournalError, OSError):
+        rows = {}
+    try:
+        base = os.path.relpath(report.out_dir)
+    except ValueError:  # another drive (Windows): the absolute path
+        base = os.path.abspath(report.out_dir)
+    base = "" if base == os.curdir else Path(base).as_posix()
+    return gallery_html(report.as_dict(), rows, media_base=base)

@@ -18,6 +18,7 @@ import cattrs
 __all__ = [
     "COLUMNS",
     "JSON_COLUMNS",
+    "TIME_COLUMNS",
     "UPDATABLE",
     "JournalRow",
     "JournalState",
@@ -41,7 +42,15 @@ class JournalState(str, enum.Enum):
 
 @attrs.frozen
 class JournalRow:
-    """One job as the journal last recorded it. Times are Unix timestamps."""
+    """One job as the journal last recorded it. Times are Unix timestamps.
+
+    The times of one job, in the order they happen: ``sending_at`` (its submit
+    may leave), ``submitted_at`` (the API answered with a request id),
+    ``started_at`` (the client first saw it running: an upper bound, since the
+    client checks a job only now and then), ``finished_at`` (the client saw it
+    end), ``download_started_at`` and ``downloaded_at`` (its files). Journals
+    written before a time was recorded have None there.
+    """
 
     id: str
     line: int
@@ -58,10 +67,15 @@ class JournalRow:
     finished_at: float | None = attrs.field(default=None, repr=False)
     downloaded_at: float | None = attrs.field(default=None, repr=False)
     updated_at: float = attrs.field(default=0.0, repr=False)
+    sending_at: float | None = attrs.field(default=None, repr=False)
+    started_at: float | None = attrs.field(default=None, repr=False)
+    download_started_at: float | None = attrs.field(default=None, repr=False)
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in attrs.fields(JournalRow))
 """The row's columns, in the order engines select them."""
+TIME_COLUMNS: tuple[str, ...] = ("sending_at", "started_at", "download_started_at")
+"""Columns added after the first schema: an engine adds them to an older journal."""
 JSON_COLUMNS = frozenset({"input", "result", "files"})
 """Columns stored as JSON text."""
 UPDATABLE = frozenset(COLUMNS) - {"id", "updated_at"}

@@ -21,9 +21,10 @@ import anyio.to_thread
 import attrs
 
 from .._client import RunComfyClient
-from .._errors import RunComfyError
+from .._errors import ManifestProblem, RunComfyError
 from .._job import Job
 from .._models import JobState
+from ..catalog import Registry
 from ..progress import Mode, ProgressBar
 from ._context import Download, RunContext
 from ._download import Downloader, cleanup_partials, write_file_atomic
@@ -31,20 +32,23 @@ from ._fetch import download_worker
 from ._journal import Journal
 from ._lifecycle import error_text
 from ._manifest import ManifestEntry
+from ._observe import RunObserver
 from ._options import BatchOptions
 from ._plan import (
     BatchPreview,
     Jobs,
     Plan,
     as_manifest,
-    check_cost_limit,
+    check_spend,
     entry_cost,
     estimate_batch,
+    fetch_specs,
     files_present,
     make_plan,
+    read_balance,
 )
 from ._records import Records
-from ._report import BatchReport, job_report
+from ._report import BatchReport, job_report, save_gallery
 from ._rows import JournalRow, JournalState
 from ._submit import SubmitStage
 from ._wait import wait_job
@@ -52,6 +56,10 @@ from ._wait import wait_job
 __all__ = ["REPORT_NAME", "BatchRunner", "run_batch"]
 
 logger = logging.getLogger("runcomfy_async")
+
+#: Jobs offered for cancelling on an interrupt: queued ones, and adopted ones not
+#: checked yet (UNKNOWN: possibly queued; a cancel of a running one is a no-op).
+_MAY_BE_QUEUED = frozenset({JobState.QUEUED, JobState.UNKNOWN})
 
 REPORT_NAME = "report.json"
 """The report's file name inside the output directory."""
@@ -82,7 +90,8 @@ class BatchRunner:
         **overrides: Any,
     ) -> None:
         self.options = attrs.evolve(options or BatchOptions(), **overrides)
-        self.manifest = as_manifest(jobs)
+        self._registry: Registry | None = client.models.registry if client is not None else None
+        self.manifest = as_manifest(jobs, self.options.checks(self._registry))
         self.out_dir = Path(out_dir)
         self._client = client
         self._entries = {e.id: e for e in self.manifest}
@@ -91,6 +100,7 @@ class BatchRunner:
         self._interrupted = False
         self._stage: SubmitStage | None = None
         self._ctx: RunContext | None = None
+        self._observer: RunObserver | None = None  # the report's timeline and request count
         self._stop: anyio.Event | None = None  # made in the run's event loop
         # What the journal cost this run (read by benchmarks).
         self.journal_cpu_seconds = 0.0
@@ -140,40 +150,68 @@ class BatchRunner:
         if self._stage is not None:
             self._stage.halt()
 
-    async def preview(self) -> BatchPreview:
-        """What :meth:`run` would do and cost, without submitting or writing anything."""
+    @property
+    def skipped(self) -> tuple[ManifestProblem, ...]:
+        """The manifest's bad lines left out (``skip_invalid``), with their line numbers."""
+        return self.manifest.skipped
+
+    async def _with_catalog(self, client: RunComfyClient | None) -> None:
+        """Validate the models the manifest had no spec for, with the client's catalog."""
+        if client is None:
+            return
+        self._registry = client.models.registry
+        self.manifest = await fetch_specs(self.manifest, client)
+        self._entries = {e.id: e for e in self.manifest}
+
+    async def preview(self, *, client: RunComfyClient | None = None) -> BatchPreview:
+        """What :meth:`run` would do and cost, without submitting or writing anything.
+
+        With a ``client``, models without a bundled spec are validated and
+        priced from its catalog, and the preview holds the account's balance.
+        """
+        await self._with_catalog(client)
         rows = await anyio.to_thread.run_sync(Journal.read, self.out_dir)
         plan = self._plan(rows or {})
         settled = collections.Counter(plan.settled.values())
         prices = self.options.prices
+        registry = self._registry
+        to_submit = estimate_batch(plan.submit, prices=prices, registry=registry)
+        balance = None
+        if client is not None and plan.submit:
+            balance = await read_balance(client)
         return BatchPreview(
             jobs=len(self.manifest),
-            estimate=estimate_batch(self.manifest, prices=prices),
+            estimate=estimate_batch(self.manifest, prices=prices, registry=registry),
             to_submit=len(plan.submit),
-            to_submit_estimate=estimate_batch(plan.submit, prices=prices),
+            to_submit_estimate=to_submit,
             to_resume=len(plan.track),
             to_download=len(plan.download),
             done=settled["succeeded"],
             unknown=settled["outcome_unknown"],
             failed=settled["failed"],
             journal_found=rows is not None,
+            skipped=self.manifest.skipped,
+            unvalidated=tuple(sorted(self.manifest.unvalidated)),
+            balance=balance,
         )
 
-    async def check_cost(self, *, label: str = "the limit of") -> None:
+    async def check_cost(
+        self, *, label: str = "the limit of", client: RunComfyClient | None = None
+    ) -> None:
         """Raise :class:`CostLimitError` when what :meth:`run` would submit is above
-        ``max_cost`` (read from the journal without locking it; nothing is written).
+        ``max_cost``, or (with a ``client``) above the account's balance unless
+        ``force`` (read from the journal without locking it; nothing is written).
 
         :meth:`run` checks the same again under the journal's lock; this lets a
-        caller refuse before it asks for a token. ``label`` names the limit in
-        the message. Without ``max_cost`` nothing is read.
+        caller refuse before it touches the output directory. ``label`` names
+        the limit in the message.
         """
-        if self.options.max_cost is None:
+        await self._with_catalog(client)
+        if self.options.max_cost is None and client is None:
             return
         rows = await anyio.to_thread.run_sync(Journal.read, self.out_dir)
         plan = self._plan(rows or {})
-        check_cost_limit(
-            plan.submit, self.options.max_cost, prices=self.options.prices, label=label
-        )
+        await check_spend(plan.submit, self.options, client, registry=self._registry, label=label)
 
     async def run(
         self, *, client: RunComfyClient | None = None, cost_label: str = "the limit of"
@@ -195,6 +233,13 @@ class BatchRunner:
             self._client = client
         self._cost_label = cost_label
         started = time.time()
+        async with self._client_ctx() as made:
+            # one client for the checks before the first submit and for the run
+            self._client = made
+            await self._with_catalog(made)
+            return await self._run(started)
+
+    async def _run(self, started: float) -> BatchReport:
         await anyio.to_thread.run_sync(lambda: self.out_dir.mkdir(parents=True, exist_ok=True))
         journal = await Journal.open(self.out_dir)
         try:
@@ -228,8 +273,12 @@ class BatchRunner:
     async def _prepare(self, journal: Journal) -> Plan:
         rows = await journal.rows()
         plan = await anyio.to_thread.run_sync(self._plan, rows)
-        check_cost_limit(
-            plan.submit, self.options.max_cost, prices=self.options.prices, label=self._cost_label
+        await check_spend(
+            plan.submit,
+            self.options,
+            self._client,
+            registry=self._registry,
+            label=self._cost_label,
         )
         await journal.plan((e.id, e.line, e.model, e.input, e.hash) for e in plan.new)
         for entry in plan.replan:
@@ -326,6 +375,8 @@ class BatchRunner:
                     tg.start_soon(wait_job, ctx, entry, job)
 
                 ctx.start_wait = start_wait
+                self._observer = RunObserver(ctx, client)
+                tg.start_soon(self._observer.run)
                 if ctx.bar is not None:
                     tg.start_soon(self._show_states, ctx)
                 for entry, request_id in plan.track:
@@ -366,7 +417,7 @@ class BatchRunner:
     async def _cancel_queued(self) -> None:
         ctx = self._ctx
         assert ctx is not None
-        queued = {i: j for i, j in ctx.inflight.items() if j.status is JobState.QUEUED}
+        queued = {i: j for i, j in ctx.inflight.items() if j.state in _MAY_BE_QUEUED}
         if not queued:
             return
         cancel = self.options.cancel_on_interrupt
@@ -377,7 +428,7 @@ class BatchRunner:
 
         async def one(job_id: str, job: Job) -> None:
             try:
-                cancelled = await job.cancel()
+                cancelled = (await job.cancel()).cancelled
             except RunComfyError as exc:
                 logger.warning("could not cancel %s (%s): %s", job_id, job.request_id, exc)
                 return
@@ -412,7 +463,7 @@ class BatchRunner:
                 job_report(
                     entry,
                     rows.get(entry.id),
-                    estimated_cost=entry_cost(entry, self.options.prices),
+                    estimated_cost=entry_cost(entry, self.options.prices, self._registry),
                     fatal_error=error_text(fatal) if fatal is not None else None,
                 )
                 for entry in self.manifest
@@ -424,9 +475,11 @@ class BatchRunner:
             resumed=self.resumed,
             downloaded=self.downloaded,
             report_path=str(self.out_dir / REPORT_NAME),
+            requests=self._observer.requests if self._observer else None,
         )
         data = report.to_json().encode("utf-8")
         await anyio.to_thread.run_sync(write_file_atomic, self.out_dir, REPORT_NAME, data)
+        await anyio.to_thread.run_sync(save_gallery, self.out_dir, report, rows)
         return report
 
 

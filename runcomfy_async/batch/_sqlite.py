@@ -35,7 +35,15 @@ import anyio.to_thread
 import attrs
 
 from .._errors import IllegalTransitionError, JournalError
-from ._rows import COLUMNS, UPDATABLE, JournalRow, JournalState, decode_row, encode_column
+from ._rows import (
+    COLUMNS,
+    TIME_COLUMNS,
+    UPDATABLE,
+    JournalRow,
+    JournalState,
+    decode_row,
+    encode_column,
+)
 
 __all__ = ["JOURNAL_NAME", "SQLiteEngine"]
 
@@ -60,7 +68,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     submitted_at  REAL,
     finished_at   REAL,
     downloaded_at REAL,
-    updated_at    REAL NOT NULL
+    updated_at    REAL NOT NULL,
+    sending_at    REAL,
+    started_at    REAL,
+    download_started_at REAL
 );
 """
 _T = TypeVar("_T")
@@ -172,6 +183,13 @@ class SQLiteEngine:
                     f"the journal {self.path} was written by a newer runcomfy-async "
                     f"(schema {found[0]}); upgrade to resume this batch"
                 )
+            # A journal of an earlier version lacks the later times: add them (NULL
+            # for its rows). Older versions select their columns by name, so they
+            # still read a journal migrated here: the schema number stays.
+            present = _columns(conn)
+            for name in TIME_COLUMNS:
+                if name not in present:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} REAL")
             conn.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('opened_at', ?)",
                 (repr(time.time()),),
@@ -532,7 +550,14 @@ def _execute(conn: sqlite3.Connection, pending: _Pending) -> Any:
     return None
 
 
+def _columns(conn: sqlite3.Connection) -> set[str]:
+    return {str(row[1]) for row in conn.execute("PRAGMA table_info(jobs)")}
+
+
 def _select_all(conn: sqlite3.Connection) -> dict[str, JournalRow]:
-    cols = ", ".join(COLUMNS)
+    # A journal read without opening it may be of an earlier version: its
+    # missing times read as NULL.
+    present = _columns(conn)
+    cols = ", ".join(c if c in present else f"NULL AS {c}" for c in COLUMNS)
     cur = conn.execute(f"SELECT {cols} FROM jobs ORDER BY line, id")
     return {row.id: row for row in map(decode_row, cur.fetchall())}

@@ -135,8 +135,14 @@ class SubmitStage:
         try:
             with attempt.scope:
                 try:
+                    # local files are read now, not at load time (inputs: h-inputs2)
+                    payload = await entry.wire_input() if entry.files else entry.input
                     job = await self.client.submit(
-                        entry.model, entry.input, before_send=before_send
+                        entry.model,
+                        payload,
+                        validate=None if ctx.options.validate else False,
+                        allow_unknown_fields=ctx.options.allow_unknown_fields,
+                        before_send=before_send,
                     )
                 except _Stopped:
                     pass

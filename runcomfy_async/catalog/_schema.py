@@ -97,12 +97,18 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 class SchemaReport:
     """Collects problems while a schema walks one value."""
 
-    __slots__ = ("allow_unknown", "data_uri_limits", "problems")
+    __slots__ = ("allow_unknown", "data_uri_limits", "problems", "unknown_advice")
 
     def __init__(
-        self, *, allow_unknown: bool = False, data_uri_limits: Mapping[str, int] | None = None
+        self,
+        *,
+        allow_unknown: bool = False,
+        data_uri_limits: Mapping[str, int] | None = None,
+        unknown_advice: str | None = None,
     ) -> None:
         self.allow_unknown = allow_unknown
+        # what a refused unknown field's message suggests (the CLI names its flag)
+        self.unknown_advice = UNKNOWN_ADVICE if unknown_advice is None else unknown_advice
         self.data_uri_limits = DATA_URI_MAX_BYTES if data_uri_limits is None else data_uri_limits
         self.problems: list[ValidationProblem] = []
 
@@ -344,13 +350,14 @@ def _fmt(n: Any) -> str:
     return str(int(n)) if isinstance(n, float) and n.is_integer() else str(n)
 
 
-def _unknown_rule(key: str, known: Sequence[str], owner: str) -> str:
+#: How an unknown-field problem says what sends the field anyway (Python callers).
+UNKNOWN_ADVICE: Final = "allow_unknown_fields=True, or `extra` on a typed input, sends it anyway"
+
+
+def _unknown_rule(key: str, known: Sequence[str], owner: str, advice: str) -> str:
     hint = difflib.get_close_matches(key, known, n=1)
     maybe = f"; did you mean {hint[0]!r}?" if hint else ""
-    return (
-        f"is not a field of {owner}{maybe} "
-        "(allow_unknown_fields=True, or `extra` on a typed input, sends it anyway)"
-    )
+    return f"is not a field of {owner}{maybe} ({advice})"
 
 
 def validate_value(
@@ -485,7 +492,11 @@ def _check_object(
         elif isinstance(additional, Mapping):
             validate_value(additional, item, sub, report, name=key, depth=depth + 1)
         elif closed and not report.allow_unknown:
-            report.add(sub, item, _unknown_rule(key, list(props), owner if not path else "it"))
+            report.add(
+                sub,
+                item,
+                _unknown_rule(key, list(props), owner if not path else "it", report.unknown_advice),
+            )
         else:
             check_json(sub, item, report, depth + 1)
 

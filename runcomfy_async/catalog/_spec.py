@@ -122,13 +122,20 @@ class ModelSpec:
         allow_unknown_fields: bool = False,
         data_uri_limits: Mapping[str, int] | None = None,
         named_rules: bool = True,
+        unknown_advice: str | None = None,
     ) -> list[ValidationProblem]:
         """Every problem with ``payload`` as this model's body; ``[]`` means valid.
 
         ``named_rules=False`` checks the schema alone, without :attr:`rules`.
         ``data_uri_limits`` replaces the per-kind size caps of ``data:`` URIs.
+        ``unknown_advice`` replaces what an unknown field's problem suggests
+        (by default the Python argument; the command line names its flag).
         """
-        report = SchemaReport(allow_unknown=allow_unknown_fields, data_uri_limits=data_uri_limits)
+        report = SchemaReport(
+            allow_unknown=allow_unknown_fields,
+            data_uri_limits=data_uri_limits,
+            unknown_advice=unknown_advice,
+        )
         if not isinstance(payload, Mapping):
             report.add("", payload, "must be an object (a mapping of field names)")
             return report.problems

@@ -31,8 +31,10 @@ from .._errors import (
 )
 from ._batch import cmd_batch
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, print_error
+from ._models import cmd_models
 from ._oneoff import cmd_cancel, cmd_result, cmd_run, cmd_status, cmd_submit
 from ._parser import build_parser
+from ._report import cmd_report
 
 __all__ = ["main"]
 
@@ -43,6 +45,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] =
     "status": cmd_status,
     "result": cmd_result,
     "cancel": cmd_cancel,
+    "models": cmd_models,
+    "report": cmd_report,
 }
 
 

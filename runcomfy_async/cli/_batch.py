@@ -7,8 +7,9 @@ import asyncio
 import sys
 from typing import Any
 
-from ..batch import BatchOptions, BatchRunner, CostLimitError, ManifestError
-from ._common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, make_client, print_error
+from ..batch import BatchOptions, BatchRunner, ManifestError
+from ._common import EXIT_INTERRUPTED, UsageError, make_client, print_error
+from ._inputs import dry_run, input_options, print_skipped
 from ._interrupt import ask_in_thread, install_interrupt
 
 __all__ = ["cmd_batch"]
@@ -42,6 +43,7 @@ async def cmd_batch(args: argparse.Namespace) -> int:
             cancel_on_interrupt=args.cancel_on_interrupt,
             confirm_cancel=confirm if interactive else None,
             job_timeout=args.job_timeout,
+            **input_options(args),  # checks, prices, --force: cli/_inputs.py (h-inputs2)
         )
         runner = BatchRunner(args.manifest, args.out, options)
     except OSError as exc:
@@ -52,16 +54,7 @@ async def cmd_batch(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
     if args.dry_run:
-        print((await runner.preview()).summary())
-        try:
-            await runner.check_cost(label=_LIMIT)
-        except CostLimitError as exc:
-            print(f"error: this run would be refused: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        return EXIT_OK
-    # Refuse before asking for a token or touching the directory (the runner
-    # checks again, with the same rule, under the journal's lock).
-    await runner.check_cost(label=_LIMIT)
+        return await dry_run(args, runner, _LIMIT)
 
     def first_interrupt() -> None:
         print(
@@ -78,6 +71,9 @@ async def cmd_batch(args: argparse.Namespace) -> int:
     remove = install_interrupt(first_interrupt)
     try:
         async with make_client(args, **client_options) as client:
+            # Refuse before touching the directory (the runner checks again, with
+            # the same rules, under the journal's lock).
+            await runner.check_cost(label=_LIMIT, client=client)
             report = await runner.run(client=client, cost_label=_LIMIT)
     except asyncio.CancelledError:
         print(
@@ -90,4 +86,4 @@ async def cmd_batch(args: argparse.Namespace) -> int:
     print(report.summary())
     if runner.fatal_error is not None:
         print_error(runner.fatal_error, debug=bool(getattr(args, "debug", False)))
-    return report.exit_code
+    return max(report.exit_code, print_skipped(runner))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .._version import __version__
 from ._common import EMULATOR_TIME_SCALE
@@ -19,6 +20,11 @@ examples:
   runcomfy-async batch examples/showcase.jsonl --emulator --out clips/
   runcomfy-async batch clips.jsonl --out clips/ --dry-run
   runcomfy-async batch clips.jsonl --out clips/ --max-cost 50 --concurrency 8
+  runcomfy-async batch clips.csv --out clips/ --ignore-columns notes --skip-invalid
+  runcomfy-async batch clips.jsonl --out clips/ --dry-run --price acme/video=0.05
+
+A URI field (start_image_url, ...) may name a local image or video, relative to
+the manifest's folder: it is sent inline (a data: URI) and recorded by path.
 
 Rerun the same command after a crash or Ctrl-C: accepted jobs are resumed, never
 resubmitted, and saved files are not downloaded again. A job whose submit may or
@@ -78,6 +84,80 @@ def _adopt(text: str) -> tuple[str, str]:
     if not sep or not job_id or not request_id:
         raise argparse.ArgumentTypeError(f"expected ID=REQUEST_ID, got {text!r}")
     return job_id.strip(), request_id.strip()
+
+
+# -- inputs, prices and the catalog (h-inputs2) ------------------------------------
+
+
+def _price(text: str) -> tuple[str, float]:
+    model, sep, usd = text.rpartition("=")
+    if not sep or not model.strip():
+        raise argparse.ArgumentTypeError(f"expected MODEL=USD_PER_SECOND, got {text!r}")
+    return model.strip(), _usd(usd.strip())
+
+
+def _columns(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected column names separated by commas, got {text!r}")
+    return names
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    """The batch options that say how lines are checked, priced and paid for."""
+    p.add_argument(
+        "--no-validate", action="store_true",
+        help="do not check inputs against the models' schemas (only that they are JSON)",
+    )  # fmt: skip
+    p.add_argument(
+        "--allow-unknown-fields", action="store_true",
+        help="send input fields a model's schema does not list",
+    )  # fmt: skip
+    p.add_argument(
+        "--skip-invalid", action="store_true",
+        help="submit the valid lines, list the bad ones with their line numbers, exit 1",
+    )  # fmt: skip
+    p.add_argument(
+        "--ignore-columns", type=_columns, action="append", default=[], metavar="A,B",
+        help="CSV columns that are not inputs, e.g. notes (or a first line '# ignore: A,B')",
+    )  # fmt: skip
+    p.add_argument(
+        "--price", type=_price, action="append", default=[], metavar="MODEL=USD_PER_SECOND",
+        help="price of a model without a known one, for estimates and --max-cost (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--prices", metavar="FILE",
+        help='JSON file of prices: {"MODEL": USD_PER_SECOND or [USD, USD_WITH_AUDIO], ...}',
+    )  # fmt: skip
+    p.add_argument(
+        "--force", action="store_true",
+        help="start even if the estimate is above the account's balance",
+    )  # fmt: skip
+
+
+def _add_models_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """``runcomfy-async models list|get|categories``: RunComfy's model catalog."""
+    p = sub.add_parser(
+        "models",
+        help="list the model catalog, show one model, or its categories",
+        description="RunComfy's model catalog: every model with its price and input schema.",
+        epilog="examples:\n  runcomfy-async models list --search kling\n"
+        "  runcomfy-async models get kling/kling-3.0/pro/text-to-video\n"
+        "  runcomfy-async models categories --json\n"
+        "  runcomfy-async models list --emulator",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = p.add_subparsers(dest="models_command", metavar="WHAT", required=True)
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    parents = [*parents, json_flag]
+    q = what.add_parser("list", parents=parents, help="models, filtered")
+    q.add_argument("--search", metavar="TEXT", help="match in id or name")
+    q.add_argument("--category", metavar="NAME", help="only this category")
+    q.add_argument("--kind", metavar="KIND", help="only this kind (e.g. video, image)")
+    q = what.add_parser("get", parents=parents, help="one model, with its input schema")
+    q.add_argument("model", metavar="MODEL", help="model id")
+    what.add_parser("categories", parents=parents, help="the category names")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--requests-per-second", type=_positive_float, metavar="R",
         help="API request budget (default 20; unlimited with --emulator)",
     )  # fmt: skip
+    _add_input_options(p)
 
     for name, helptext in (
         ("run", "submit one job, wait for it, download its output"),
@@ -197,6 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
                 help="stop waiting after this long (the job keeps running)",
             )  # fmt: skip
             p.add_argument("--no-download", action="store_true", help="print the output URLs only")
+
+    _add_models_command(sub, [common, api, emu])
+    # -- report (gallery) ------------------------------------------------------------
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="(re)write a batch's report.html from its journal",
+        description="Write DIR/report.html, the page of a batch's clips, filters and timeline, "
+        "from the journal in DIR: works for a finished batch, an interrupted one, or one "
+        "killed halfway. Prints the page's path. Makes no request.",
+        epilog="example:\n  runcomfy-async report clips/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dir", metavar="DIR", help="the batch's output directory (its --out)")
+    p.add_argument("--uri", action="store_true", help="print a file:// URI to open in a browser")
+    # -- end of report ------------------------------------------------------------------
 
     p = sub.add_parser("status", parents=[common, api], help="print a request's state")
     p.add_argument("request_id", metavar="REQUEST_ID")

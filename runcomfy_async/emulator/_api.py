@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from ..catalog import Registry
 from ._config import is_validated
 from ._counters import Counters
 from ._faults import Decision, FaultInjector, format_retry_after
@@ -108,7 +109,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _validation_detail(model_id: str, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _validation_detail(
+    model_id: str, payload: Mapping[str, Any], registry: Registry | None = None
+) -> list[dict[str, Any]]:
     # Imported here: the emulator must work (unvalidated) even where the inputs
     # module cannot be imported, and importing it lazily keeps startup light.
     from runcomfy_async.inputs import validate_payload
@@ -116,7 +119,7 @@ def _validation_detail(model_id: str, payload: Mapping[str, Any]) -> list[dict[s
     return [
         {"loc": _loc(p.path), "msg": p.rule, "input": _jsonable(p.value)}
         # Like a real server, tolerate fields this version does not know.
-        for p in validate_payload(model_id, payload, allow_unknown_fields=True)
+        for p in validate_payload(model_id, payload, allow_unknown_fields=True, registry=registry)
     ]
 
 
@@ -132,8 +135,11 @@ class ApiOrigin:
         tokens: Collection[str],
         closing: asyncio.Event,
         max_jobs_per_token: int | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self.board = board
+        #: the specs submits are validated with (the catalog's: bundled + synthetic)
+        self.registry = registry
         self.injector = injector
         self.counters = counters
         self.tokens = tokens
@@ -265,8 +271,8 @@ class ApiOrigin:
         if not isinstance(payload, dict):
             return self._invalid("body must be a JSON object", [])
         self.counters.note_submit(token)
-        if is_validated(model_id):
-            detail = _validation_detail(model_id, payload)
+        if is_validated(model_id, self.registry):
+            detail = _validation_detail(model_id, payload, self.registry)
             if detail:
                 return self._invalid(f"invalid input for {model_id}", detail)
         limit = self.max_jobs_per_token

@@ -25,13 +25,17 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from ..catalog import DEFAULT_REGISTRY, ModelSpec, Registry
+from ..catalog import DEFAULT_REGISTRY, ModelInfo, ModelSpec, Registry
 from ._config import ModelProfile
 
 __all__ = ["EmulatorCatalog", "SyntheticModel"]
 
 _Auth = Callable[[web.Request], "str | None"]
 _MAX_LIMIT = 500
+
+#: What a default emulator's balance route answers (USD): enough that demo
+#: and test batches are not stopped by the balance check unless they ask.
+DEFAULT_BALANCE_USD = 10_000.0
 
 
 @attrs.frozen
@@ -95,16 +99,20 @@ class EmulatorCatalog:
         *,
         registry: Registry | None = None,
         extra_models: Iterable[SyntheticModel] = (),
-        balance_usd: float = 100.0,
+        balance_usd: float = DEFAULT_BALANCE_USD,
     ) -> None:
         reg = registry or DEFAULT_REGISTRY
+        #: The specs submits are validated with: ``reg`` plus each synthetic model,
+        #: read from its catalog entry exactly as a client reads it (same problems).
+        self.registry = Registry(parent=reg)
         self._entries: dict[str, dict[str, Any]] = {}
         for model_id in sorted(reg.model_ids()):
             spec = reg.get(model_id)
             if spec is not None:
                 self._entries[model_id] = _spec_entry(spec)
         for model in extra_models:
-            self._entries[model.model_id] = model.entry()
+            self._entries[model.model_id] = entry = model.entry()
+            self.registry.add(ModelInfo.from_json(entry).to_spec(reg.get(model.model_id)))
         #: What ``GET /prod/v2/balance`` answers; tests may change it.
         self.balance_usd = balance_usd
 

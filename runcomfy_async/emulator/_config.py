@@ -9,6 +9,9 @@ from typing import Any, Literal
 
 import attrs
 
+from ..catalog import Registry, get_spec
+from ..catalog._schema import is_number
+
 __all__ = [
     "DISTRIBUTIONS",
     "KLING_PRO_T2V",
@@ -29,22 +32,6 @@ KLING_STANDARD_I2V = "kling/kling-3.0/standard/image-to-video"
 KLING_PRO_T2V = "kling/kling-3.0/pro/text-to-video"
 """Model id of Kling 3.0 pro text-to-video."""
 
-
-@attrs.frozen
-class _KlingFacts:
-    """Public facts of one Kling model: defaults of its input and its price."""
-
-    default_clip_seconds: int
-    audio_field: str
-    price_per_second: float
-    price_per_second_audio: float
-
-
-# The two models the emulator validates with runcomfy_async.inputs (public figures, late 2026).
-_KLING: dict[str, _KlingFacts] = {
-    KLING_STANDARD_I2V: _KlingFacts(10, "generate_audio", 0.084, 0.126),
-    KLING_PRO_T2V: _KlingFacts(5, "sound", 0.112, 0.168),
-}
 
 _GENERIC_DEFAULT_CLIP_SECONDS = 5
 _MIN_DRAWN_SECONDS = 1.0
@@ -230,13 +217,14 @@ class ModelProfile:
 
     def cost(self, model_id: str, clip_seconds: float, audio: bool) -> float:
         """Price in USD of one successful clip of ``clip_seconds``, with or without audio."""
-        facts = _KLING.get(model_id)
-        if audio:
-            price = self.price_per_second_audio
-            fallback = facts.price_per_second_audio if facts else 0.0
-        else:
-            price = self.price_per_second
-            fallback = facts.price_per_second if facts else 0.0
+        # The model's own price (one registry: runcomfy_async.catalog) unless the profile sets one.
+        spec = get_spec(model_id)
+        rule = spec.price if spec is not None and spec.price is not None else None
+        fallback = 0.0
+        if rule is not None and rule.unit == "second":
+            with_audio = rule.usd_with_audio
+            fallback = with_audio if audio and with_audio is not None else rule.usd
+        price = self.price_per_second_audio if audio else self.price_per_second
         return round((fallback if price is None else price) * clip_seconds, 6)
 
 
@@ -253,9 +241,13 @@ def default_models() -> dict[str, ModelProfile]:
     }
 
 
-def is_validated(model_id: str) -> bool:
-    """Whether submits to ``model_id`` are validated with ``runcomfy_async.inputs``."""
-    return model_id in _KLING
+def is_validated(model_id: str, registry: Registry | None = None) -> bool:
+    """Whether submits to ``model_id`` are validated: it has a spec in ``registry``.
+
+    ``registry`` is the emulator catalog's (the bundled Kling specs plus every
+    synthetic catalog model); without one, the bundled specs.
+    """
+    return get_spec(model_id, registry) is not None
 
 
 def clip_facts(model_id: str, payload: Mapping[str, Any]) -> tuple[float, bool]:
@@ -264,14 +256,13 @@ def clip_facts(model_id: str, payload: Mapping[str, Any]) -> tuple[float, bool]:
     Falls back on the model's documented defaults (or 5 s without audio for a
     model the emulator knows nothing about) when the payload says nothing usable.
     """
-    facts = _KLING.get(model_id)
-    default_seconds = facts.default_clip_seconds if facts else _GENERIC_DEFAULT_CLIP_SECONDS
-    seconds: float = default_seconds
+    spec = get_spec(model_id)
+    default = spec.default("duration") if spec is not None else None
+    seconds: float = float(default) if is_number(default) else _GENERIC_DEFAULT_CLIP_SECONDS
     raw = payload.get("duration")
     if isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw > 0:
         seconds = float(raw)
-    if facts is not None:
-        audio_raw = payload.get(facts.audio_field, True)
-    else:
-        audio_raw = payload.get("generate_audio", payload.get("sound", False))
+    if spec is not None:
+        return seconds, spec.audio_on(payload)
+    audio_raw = payload.get("generate_audio", payload.get("sound", False))
     return seconds, audio_raw is True

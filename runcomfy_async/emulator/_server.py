@@ -12,7 +12,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ._api import ApiOrigin, Route
-from ._catalog import EmulatorCatalog, SyntheticModel
+from ._catalog import DEFAULT_BALANCE_USD, EmulatorCatalog, SyntheticModel
 from ._config import ModelProfile, default_models
 from ._counters import Counters
 from ._faults import FaultInjector, Faults
@@ -59,7 +59,8 @@ class Emulator:
       ``Retry-After: 1``; ``Faults(rps_limit=r)`` is a real per-token rate
       limit (a token bucket) that 429s only the requests beyond it;
     - ``models``: model profiles by id, merged over the defaults (the two
-      Kling 3.0 models); ids other than those two are accepted unvalidated.
+      Kling 3.0 models); submits are validated for every model with a spec
+      (the bundled Kling specs and ``catalog_models``), others pass unvalidated.
       A profile's ``distribution`` is uniform, lognormal, bimodal or fixed
       (``ModelProfile.lognormal(90, 0.6)``, ``ModelProfile.uniform(1, 4)``
       for an unseen fast model...);
@@ -83,7 +84,8 @@ class Emulator:
       limit. ``emu.counters`` tracks the most jobs per token at once.
     - ``catalog_models``: extra :class:`SyntheticModel` entries (schema and
       price) the catalog routes list besides the package's bundled specs;
-    - ``balance_usd``: what the balance route answers (``emu.catalog.balance_usd``).
+    - ``balance_usd``: what the balance route answers (``emu.catalog.balance_usd``;
+      10,000 USD by default, so only a test that asks meets the balance check).
     """
 
     def __init__(
@@ -103,7 +105,7 @@ class Emulator:
         queue: QueueDiscipline = "fifo",
         max_jobs_per_token: int | None = None,
         catalog_models: Collection[SyntheticModel] = (),
-        balance_usd: float = 100.0,
+        balance_usd: float = DEFAULT_BALANCE_USD,
     ) -> None:
         tokens = (token,) if isinstance(token, str) else tuple(token)
         if not tokens or not all(isinstance(t, str) and t for t in tokens):
@@ -137,6 +139,8 @@ class Emulator:
             job_fails=self._injector.job_fails,
         )
         self._closing = asyncio.Event()
+        # catalog and balance routes (emulator/_catalog.py); its registry validates submits
+        self.catalog = EmulatorCatalog(extra_models=catalog_models, balance_usd=balance_usd)
         self._api = ApiOrigin(
             board=self._board,
             injector=self._injector,
@@ -144,12 +148,11 @@ class Emulator:
             tokens=frozenset(tokens),
             closing=self._closing,
             max_jobs_per_token=max_jobs_per_token,
+            registry=self.catalog.registry,
         )
         self._storage = StorageOrigin(
             board=self._board, injector=self._injector, counters=self.counters
         )
-        # catalog and balance routes (emulator/_catalog.py)
-        self.catalog = EmulatorCatalog(extra_models=catalog_models, balance_usd=balance_usd)
         self._state: _State = "unopened"
         self._api_runner: web.AppRunner | None = None
         self._storage_runner: web.AppRunner | None = None

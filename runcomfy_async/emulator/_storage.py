@@ -7,6 +7,9 @@ to any origin but the API is caught: every request carrying an
 
 from __future__ import annotations
 
+import functools
+
+import anyio.to_thread
 from aiohttp import web
 
 from ._api import drop_connection
@@ -48,7 +51,11 @@ class StorageOrigin:
         fate = self.injector.download()
         if fate == "fail":
             return web.Response(status=500, text="Internal Server Error")
-        data = make_mp4(job.request_id, clip_seconds=job.clip_seconds)
+        # Encoding a clip takes milliseconds (once per id, then cached): not on the loop
+        # that serves every other request.
+        data = await anyio.to_thread.run_sync(
+            functools.partial(make_mp4, job.request_id, clip_seconds=job.clip_seconds)
+        )
         response = web.StreamResponse(headers={"Content-Type": MP4_CONTENT_TYPE})
         response.content_length = len(data)
         if request.method == "HEAD":
