@@ -170,6 +170,10 @@ def test_jobs_waiting_for_a_slot_tighten_checks_near_the_likely_end() -> None:
     async def main(waiting: bool) -> float:
         api = FakeAPI()
         sched = PollScheduler(api, PollPolicy(), slots_waiting=lambda: waiting)
+        # A model seen before (as under a cap, where jobs finish all along):
+        # its likely end (the longest duration seen) is known.
+        for d in uniform_durations(50, 60, 200, seed=9):
+            sched.latency(KLING).observe(d)
         now = asyncio.get_running_loop().time()
         tracked = []
         for i, d in enumerate(uniform_durations(300, 60, 200, seed=8)):
