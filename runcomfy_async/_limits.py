@@ -561,8 +561,9 @@ class RequestBudget:
         sending = self._per_second(self._answered, now)
         expected = 2.0 * self._share_429 * RECENT  # what sporadic 429s alone would put there
         clustered = self._recent_429 >= CLUSTER + round(expected) or grew
-        # Sending faster than the server has sustained: a probe past its limit.
-        probing = sending > 1.05 * self._good
+        # Sending faster than the server has sustained: a probe past its limit,
+        # unless the sporadic share alone explains this 429.
+        probing = sending > 1.05 * self._good and self._recent_429 >= 1 + round(expected)
         if not (clustered or probing):
             # Isolated, at a rate the server has sustained: not its limit.
             # The request's own retry honours its Retry-After; nobody else waits.
