@@ -6,7 +6,8 @@ standard input closes. CONFIG_JSON keys: time_scale, workers, seed,
 uniform (model id -> [min, max] seconds), lognormal (model id -> [median,
 sigma, min, max] seconds), queue ("fifo", "random", "lifo"), faults (Faults
 keyword arguments), outage ([after_s, seconds]: the API origin goes down
-``after_s`` wall seconds after the first request, for ``seconds``).
+``after_s`` wall seconds after the first request, for ``seconds``),
+max_jobs_per_token (the account's concurrency limit).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ async def serve(config: dict[str, Any]) -> None:
         faults=faults,
         vocabulary="mixed",
         queue=config.get("queue", "fifo"),
+        max_jobs_per_token=config.get("max_jobs_per_token"),
     ) as emu:
         print(
             json.dumps(

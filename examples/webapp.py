@@ -16,8 +16,16 @@ Routes:
 Configuration comes from the environment: ``RUNCOMFY_API_TOKEN`` and
 ``RUNCOMFY_BASE_URL`` (read by the client itself), ``RUNCOMFY_POLL_TIME_SCALE``
 (set it to the emulator's ``time_scale`` when pointing at the emulator),
-``RUNCOMFY_REQUESTS_PER_SECOND`` (``none`` for no client-side limit) and
-``RUNCOMFY_CLIP_TIMEOUT`` (seconds ``POST /clips`` waits; default 900).
+``RUNCOMFY_REQUESTS_PER_SECOND`` (``none`` for no client-side limit),
+``RUNCOMFY_MAX_IN_FLIGHT`` (default 64) and ``RUNCOMFY_CLIP_TIMEOUT`` (seconds
+``POST /clips`` waits; default 900).
+
+Several worker processes (gunicorn/uvicorn workers, containers) spend one
+account: set ``RUNCOMFY_REDIS_URL`` (and ``RUNCOMFY_REDIS_KEY``, default
+``runcomfy``, naming the account) and every worker shares one request budget
+and one in-flight cap through :class:`~runcomfy_async.shared.RedisLimits`
+(``pip install runcomfy-async[redis]``), instead of each spending the whole
+budget on its own. ``RUNCOMFY_REQUESTS_PER_SECOND`` is then the account's rate.
 
 Run it against the real API::
 
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -58,6 +67,7 @@ from runcomfy_async import (
     Result,
     RunComfyClient,
     RunComfyError,
+    SharedLimitsError,
     SubmitOutcomeUnknown,
 )
 from runcomfy_async.emulator import Emulator
@@ -80,12 +90,16 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     rps = env.get("RUNCOMFY_REQUESTS_PER_SECOND", "").strip().lower()
     scale = env.get("RUNCOMFY_POLL_TIME_SCALE", "").strip()
     timeout = env.get("RUNCOMFY_CLIP_TIMEOUT", "").strip()
+    in_flight = env.get("RUNCOMFY_MAX_IN_FLIGHT", "").strip()
     return {
         "token": env.get("RUNCOMFY_API_TOKEN") or None,
         "base_url": env.get("RUNCOMFY_BASE_URL") or None,
         "poll_time_scale": float(scale) if scale else 1.0,
         "requests_per_second": None if rps == "none" else float(rps) if rps else 20.0,
         "clip_timeout": float(timeout) if timeout else 900.0,
+        "max_in_flight": int(in_flight) if in_flight else 64,
+        "redis_url": env.get("RUNCOMFY_REDIS_URL") or None,
+        "redis_key": env.get("RUNCOMFY_REDIS_KEY") or "runcomfy",
     }
 
 
@@ -121,15 +135,32 @@ async def _emulator_context(app: web.Application) -> AsyncIterator[None]:
 async def _client_context(app: web.Application) -> AsyncIterator[None]:
     """One client for the app's whole life: opened at startup, closed at cleanup."""
     s = app[SETTINGS]
-    client = RunComfyClient(
-        s["token"],
-        base_url=s["base_url"],
-        poll=PollPolicy(time_scale=s["poll_time_scale"]),
-        requests_per_second=s["requests_per_second"],
-    )
-    async with client:
-        app[CLIENT] = client
-        yield
+    async with contextlib.AsyncExitStack() as stack:
+        limits = None
+        if s["redis_url"]:
+            # Imported here: only a deployment with Redis needs the extra.
+            from runcomfy_async.shared import RedisLimits
+
+            shared = RedisLimits(
+                s["redis_url"],
+                key=s["redis_key"],
+                # Shared limits need a starting rate; "none" starts high and
+                # lets the account's 429s find the rate for every worker.
+                requests_per_second=s["requests_per_second"] or 1000.0,
+                max_in_flight=s["max_in_flight"],
+            )
+            limits = await stack.enter_async_context(shared)
+        client = RunComfyClient(
+            s["token"],
+            base_url=s["base_url"],
+            poll=PollPolicy(time_scale=s["poll_time_scale"]),
+            requests_per_second=s["requests_per_second"],
+            max_in_flight=s["max_in_flight"],
+            limits=limits,
+        )
+        async with client:
+            app[CLIENT] = client
+            yield
     # Jobs still in flight end with ClientStateError; their ids stay valid on
     # the server, and GET /clips/{id} of the next process asks the API.
 
@@ -180,7 +211,7 @@ def _error_response(exc: RunComfyError, request_id: str | None = None) -> web.Re
     if isinstance(exc, SubmitOutcomeUnknown):
         # Maybe created, maybe not: say so rather than letting the caller retry blindly.
         return web.json_response(body, status=502)
-    if isinstance(exc, (RateLimitError, ClientStateError)):
+    if isinstance(exc, (RateLimitError, ClientStateError, SharedLimitsError)):
         return web.json_response(body, status=503, headers={"Retry-After": "5"})
     return web.json_response(body, status=502)
 

@@ -14,6 +14,7 @@ Test helpers (``MockTransport``, ``Emulator``, ...) live in
 from ._client import DEFAULT_BASE_URL, RunComfyClient
 from ._errors import (
     APIStatusError,
+    APIUnreachableError,
     AuthenticationError,
     ClientStateError,
     DownloadError,
@@ -32,6 +33,7 @@ from ._errors import (
     RequestTimeoutError,
     RunComfyError,
     ServerError,
+    SharedLimitsError,
     SubmitOutcomeUnknown,
     TransportError,
     ValidationProblem,
@@ -75,6 +77,7 @@ from .progress import ProgressBar, track_progress
 __all__ = [
     "DEFAULT_BASE_URL",
     "APIStatusError",
+    "APIUnreachableError",
     "AuthenticationError",
     "Balance",
     "BatchOptions",
@@ -135,6 +138,7 @@ __all__ = [
     "RunComfyClient",
     "RunComfyError",
     "ServerError",
+    "SharedLimitsError",
     "Status",
     "SubmitOutcomeUnknown",
     "Transport",

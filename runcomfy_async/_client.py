@@ -343,6 +343,7 @@ class RunComfyClient:
                 "no API token: pass RunComfyClient(token=...) or set RUNCOMFY_API_TOKEN "
                 "(nothing was sent)",
                 status_code=401,
+                sent=False,
             )
 
     @property

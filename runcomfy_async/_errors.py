@@ -13,7 +13,8 @@ Every error the library raises on purpose derives from :class:`RunComfyError`::
     │   └── ServerError                5xx (carries retry_after)
     ├── MalformedResponseError         a 2xx body we cannot read
     ├── TransportError                 the request never got an answer
-    │   └── RequestTimeoutError        ... because it timed out (also TimeoutError)
+    │   ├── RequestTimeoutError        ... because it timed out (also TimeoutError)
+    │   └── APIUnreachableError        a batch found the API host unreachable (nothing sent)
     ├── SubmitOutcomeUnknown           a paid submit may or may not have created a job
     ├── JobError                       a job ended without a usable result
     │   ├── JobFailedError             the server says the job failed (carries its payload)
@@ -25,8 +26,11 @@ Every error the library raises on purpose derives from :class:`RunComfyError`::
     ├── ManifestError                  bad manifest lines, each with its number (also ValueError)
     ├── CostLimitError                 the run's estimate is above --max-cost (also ValueError)
     ├── JournalError                   the batch journal is unusable (locked, corrupt, changed)
-    │   └── IllegalTransitionError     a job's journal state cannot move that way (a bug)
-    └── DownloadError                  an output could not be downloaded
+    │   ├── IllegalTransitionError     a job's journal state cannot move that way (a bug)
+    │   └── JobHeldElsewhereError      another runner of a shared journal holds the job
+    ├── DownloadError                  an output could not be downloaded
+    │   (raised by the shared limits, runcomfy_async.shared:)
+    └── SharedLimitsError              the shared limits' store (Redis) failed or is unreachable
 
 Messages never contain the API token: the token is never passed to any of
 these constructors, and bodies are kept as the server sent them (the server
@@ -42,6 +46,7 @@ import attrs
 
 __all__ = [
     "APIStatusError",
+    "APIUnreachableError",
     "AuthenticationError",
     "ClientStateError",
     "CostLimitError",
@@ -53,6 +58,7 @@ __all__ = [
     "JobCancelledError",
     "JobError",
     "JobFailedError",
+    "JobHeldElsewhereError",
     "JobTimeoutError",
     "JournalError",
     "MalformedResponseError",
@@ -64,6 +70,7 @@ __all__ = [
     "RequestTimeoutError",
     "RunComfyError",
     "ServerError",
+    "SharedLimitsError",
     "SubmitOutcomeUnknown",
     "TransportError",
     "ValidationProblem",
@@ -83,7 +90,9 @@ class APIStatusError(RunComfyError):
     ``error_message`` or ``message``, plus its ``detail``; made one line of at
     most 500 characters) or a short excerpt of a non-JSON body; ``body`` is the
     parsed JSON body as sent, or the text excerpt; ``request_id`` is the
-    request this call was about, where known.
+    request this call was about, where known; ``sent`` is False for an error
+    raised before any request was made (no token): its message names no HTTP
+    status, though ``status_code`` says which one it stands for.
     """
 
     def __init__(
@@ -96,7 +105,9 @@ class APIStatusError(RunComfyError):
         request_id: str | None = None,
         method: str | None = None,
         path: str | None = None,
+        sent: bool = True,
     ) -> None:
+        self.sent = sent
         self.message = message
         self.status_code = status_code
         self.error_code = error_code
@@ -107,6 +118,8 @@ class APIStatusError(RunComfyError):
         super().__init__(self._describe())
 
     def _describe(self) -> str:
+        if not self.sent:
+            return self.message
         where = f" on {self.method} {self.path}" if self.method and self.path else ""
         code = f" (error_code {self.error_code})" if self.error_code is not None else ""
         return f"HTTP {self.status_code}{code}{where}: {self.message}"
@@ -186,6 +199,26 @@ class TransportError(RunComfyError):
 
 class RequestTimeoutError(TransportError, TimeoutError):
     """The request got no answer in time (connect or read timeout)."""
+
+
+class APIUnreachableError(TransportError):
+    """No submit of the run could reach the API's host; nothing was sent.
+
+    ``host`` and ``port``: the address that could not be reached; ``reason``:
+    why (connection refused, name does not resolve, no answer).
+    """
+
+    def __init__(self, base_url: str, host: str, port: int, reason: str) -> None:
+        self.base_url = base_url
+        self.host = host
+        self.port = port
+        self.reason = reason
+        super().__init__(
+            f"cannot reach the API at {host}:{port} ({reason}); nothing was submitted. "
+            "Check the address (--base-url, RUNCOMFY_BASE_URL) and this machine's network, "
+            f"e.g. with: curl -sS -o /dev/null {base_url}/",
+            request_sent=False,
+        )
 
 
 class SubmitOutcomeUnknown(RunComfyError):
@@ -362,6 +395,36 @@ class IllegalTransitionError(JournalError):
         self.current = current
         self.target = target
         super().__init__(f"job {job_id!r}: the journal refuses {current} -> {target}")
+
+
+class JobHeldElsewhereError(JournalError):
+    """Another runner of a shared (PostgreSQL) journal holds the job: nothing was written.
+
+    It happens to a runner whose lease ran out (it stalled longer than its
+    lease) after another runner took its jobs over.
+    """
+
+    def __init__(self, job_id: str, holder: str | None, runner: str) -> None:
+        self.job_id = job_id
+        self.holder = holder
+        self.runner = runner
+        super().__init__(
+            f"job {job_id!r} is held by runner {holder!r}, not {runner!r} "
+            "(this runner's lease may have run out)"
+        )
+
+
+class SharedLimitsError(RunComfyError):
+    """The store behind shared limits (Redis) failed or could not be reached.
+
+    ``url`` names the store without its password. Nothing was sent to the API
+    on account of the failed call: a submit that could not get its token or
+    slot was not made.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class DownloadError(RunComfyError):

@@ -193,7 +193,8 @@ class Job:
         After ``timeout`` seconds raise :class:`JobTimeoutError` (also a
         ``TimeoutError``); the remote job keeps running, unless
         ``cancel_on_timeout`` asks the server to cancel it (only a queued job
-        can be cancelled).
+        can be cancelled: for a running one the error says the cancel was
+        refused and the job keeps running).
         """
         if not self._t.done:
             if self._t.waiter.get_loop() is not asyncio.get_running_loop():

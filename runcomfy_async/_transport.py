@@ -307,7 +307,8 @@ class AiohttpTransport:
         except aiohttp.ClientConnectorError as exc:
             # Refused, DNS, TLS handshake: nothing was sent.
             raise TransportError(
-                f"cannot connect for {request.method} {request.path}: {exc.os_error}",
+                f"cannot connect to {exc.host}:{exc.port} for {request.method} {request.path}: "
+                f"{exc.os_error}",
                 request_sent=False,
             ) from None
         except aiohttp.ClientError as exc:

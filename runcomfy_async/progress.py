@@ -235,6 +235,25 @@ class ProgressBar:
         self._counts[outcome] += n
         self._advance(n)
 
+    def exclude(self, outcome: str, n: int = 1) -> None:
+        """Take ``n`` jobs out of this run without counting them as done.
+
+        For jobs that leave the run unprocessed (e.g. ``"not_submitted"``
+        when a batch stops): ``total`` shrinks by ``n`` and the jobs are
+        shown apart under ``outcome``, so the bar never reaches 100% on work
+        that was not done.
+        """
+        self._counts[outcome] += n
+        if self.total is not None:
+            self.total = max(self.total - n, self.done)
+            if self._bar is not None and not self._closed:
+                self._bar.total = self.total
+        if self._bar is not None and not self._closed:
+            self._bar.set_postfix_str(self._summary(), refresh=False)
+            self._bar.refresh()
+        else:
+            self._refresh()
+
     def forget(self, request_id: str) -> None:
         """Drop a job from the live counts (it left this run without an event)."""
         if self._live.pop(request_id, None) is not None:
@@ -247,6 +266,8 @@ class ProgressBar:
 
     def _advance(self, n: int) -> None:
         self.done += n
+        if self._closed:
+            return  # counted, never drawn again: the terminal may be showing a question
         if self._bar is not None:
             self._bar.set_postfix_str(self._summary(), refresh=False)
             self._bar.update(n)
@@ -254,6 +275,8 @@ class ProgressBar:
             self._refresh()
 
     def _refresh(self) -> None:
+        if self._closed:
+            return
         now = self._clock()
         if self._mode == "bar" and self._bar is not None:
             if now - self._last_refresh >= _REFRESH_SECONDS:
@@ -305,7 +328,11 @@ class ProgressBar:
             print(self.line(), file=stream, flush=True)
 
     def close(self) -> None:
-        """Detach, stop the clock, and leave the final state on screen. Idempotent."""
+        """Detach, stop the clock, and leave the final state on screen. Idempotent.
+
+        Nothing is drawn after this (counts still change): what follows on the
+        terminal, such as a question, is not overwritten.
+        """
         if self._closed:
             return
         self.detach()

@@ -25,7 +25,14 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["free_port", "postgres_dsn", "redis_url"]
+__all__ = [
+    "ServerError",
+    "free_port",
+    "postgres_dsn",
+    "redis_server",
+    "redis_url",
+    "running_postgres",
+]
 
 _INSTALL = "install it with `apt-get install -y postgresql redis-server` (.ci/run does)"
 
@@ -69,9 +76,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """``redis://127.0.0.1:PORT/0`` of a fresh redis-server without persistence."""
+@contextlib.contextmanager
+def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A fresh redis-server without persistence: its URL and its process (to stop it early)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail(f"redis-server is not installed: {_INSTALL}")
@@ -95,10 +102,17 @@ def redis_url() -> Iterator[str]:
         )
     try:
         _wait_for_port(port, proc, "redis-server", log)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", proc
     finally:
         _stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``redis://127.0.0.1:PORT/0`` of a fresh redis-server without persistence."""
+    with redis_server() as (url, _):
+        yield url
 
 
 def _pg_bin() -> Path:
@@ -123,9 +137,37 @@ def _pg_user() -> tuple[list[str], int, int]:
     return ["runuser", "-u", "postgres", "--"], entry.pw_uid, entry.pw_gid
 
 
+class ServerError(RuntimeError):
+    """A throwaway server could not be started (the message says why and how to fix it)."""
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[str]:
+    """Start a throwaway PostgreSQL cluster on loopback; yield its DSN; remove it after.
+
+    ``postgresql://postgres@127.0.0.1:PORT/postgres``; raises :class:`ServerError`
+    when it cannot start. Used by the :func:`postgres_dsn` fixture and the
+    fleet benchmark.
+    """
+    with _failing_as(ServerError):
+        yield from _postgres()
+
+
+@contextlib.contextmanager
+def _failing_as(kind: type[Exception]) -> Iterator[None]:
+    try:
+        yield
+    except pytest.fail.Exception as exc:
+        raise kind(str(exc)) from None
+
+
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """``postgresql://postgres@127.0.0.1:PORT/postgres`` of a fresh throwaway cluster."""
+    yield from _postgres()
+
+
+def _postgres() -> Iterator[str]:
     bindir = _pg_bin()
     prefix, uid, gid = _pg_user()
     workdir = Path(tempfile.mkdtemp(prefix="rca-pg-"))

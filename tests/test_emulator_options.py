@@ -414,8 +414,10 @@ async def test_a_per_account_limit_refuses_submits_past_it_with_429(
 async def test_the_limit_frees_a_slot_when_a_job_ends(
     make_emulator: MakeEmulator, http: aiohttp.ClientSession
 ) -> None:
+    # long enough that the second submit surely meets the first job still running, on a
+    # loaded machine too; short enough to wait for its end
     emu = await make_emulator(
-        time_scale=1.0, models={"t/q": ModelProfile.fixed(0.05)}, max_jobs_per_token=1
+        time_scale=1.0, models={"t/q": ModelProfile.fixed(0.5)}, max_jobs_per_token=1
     )
     rid = await submit(http, emu, "t/q", {})
     status, _, _ = await call(http, emu, "POST", "/v1/models/t/q", json={"n": 2})

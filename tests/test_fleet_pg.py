@@ -1,4 +1,9 @@
-"""PostgresJournal against a real PostgreSQL cluster on loopback (see tests/servers.py)."""
+"""The PostgreSQL journal engine against a real PostgreSQL cluster on loopback (tests/servers.py).
+
+The typed transitions are the batch Journal's (the same TRANSITIONS as SQLite);
+these tests cover what a fleet adds: claims, leases, ownership, re-attaching,
+the fleet's in-flight cap, and grouped writes.
+"""
 
 from __future__ import annotations
 
@@ -15,20 +20,16 @@ import anyio.lowlevel
 import asyncpg
 import pytest
 
-from runcomfy_async._errors import ClientStateError
-from runcomfy_async.fleet import (
-    FleetError,
-    FleetState,
-    IllegalTransition,
-    NotOwner,
-    PostgresJournal,
-)
+from runcomfy_async._errors import IllegalTransitionError, JobHeldElsewhereError, JournalError
+from runcomfy_async.batch import Journal
+from runcomfy_async.batch._rows import JournalState
+from runcomfy_async.fleet import PostgresEngine
 from tests.servers import postgres_dsn
 
 __all__ = ["postgres_dsn"]  # the fixture, imported for pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-S = FleetState
+S = JournalState
 
 
 def _key() -> str:
@@ -39,6 +40,10 @@ def _manifest(n: int) -> list[tuple[str, int, str, dict[str, Any], str]]:
     return [
         (f"clip-{i:04d}", i + 1, "kling/3.0", {"prompt": f"shot {i}"}, f"h{i}") for i in range(n)
     ]
+
+
+async def _open(dsn: str, key: str, runner: str | None = None, **kw: Any) -> Journal:
+    return await Journal.open(dsn, batch_key=key, runner_id=runner, **kw)
 
 
 async def _expire(dsn: str, key: str, runner_id: str) -> None:
@@ -54,33 +59,41 @@ async def _expire(dsn: str, key: str, runner_id: str) -> None:
         await conn.close()
 
 
-async def test_the_manifest_is_loaded_once_by_runners_starting_together(postgres_dsn: str) -> None:
+async def _holders(dsn: str, key: str) -> dict[str, str | None]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT id, runner_id FROM runcomfy_jobs WHERE batch_key = $1", key)
+    finally:
+        await conn.close()
+    return {r["id"]: r["runner_id"] for r in rows}
+
+
+async def test_runners_loading_the_same_manifest_together_insert_each_job_once(
+    postgres_dsn: str,
+) -> None:
     key = _key()
     manifest = _manifest(50)
-    loaded: list[bool] = []
 
     async def runner() -> None:
-        async with PostgresJournal(postgres_dsn, batch_key=key) as journal:
-            loaded.append(await journal.load_manifest(manifest))
+        async with await _open(postgres_dsn, key) as journal:
+            await journal.plan(manifest)
 
     async with anyio.create_task_group() as tg:
         for _ in range(4):
             tg.start_soon(runner)
-    assert sorted(loaded) == [False, False, False, True]
-    async with PostgresJournal(postgres_dsn, batch_key=key) as journal:
+    async with await _open(postgres_dsn, key) as journal:
+        assert journal.shared
         rows = await journal.rows()
         assert list(rows) == [m[0] for m in manifest]
         assert {r.state for r in rows.values()} == {S.PLANNED}
         assert rows["clip-0003"].input == {"prompt": "shot 3"}
-        assert await journal.load_manifest(manifest) is False
-
-
-async def test_another_manifest_under_the_same_batch_key_is_refused(postgres_dsn: str) -> None:
-    key = _key()
-    async with PostgresJournal(postgres_dsn, batch_key=key) as journal:
-        await journal.load_manifest(_manifest(5))
-        with pytest.raises(FleetError, match="another manifest"):
-            await journal.load_manifest(_manifest(6))
+        # Loading again keeps the states; only line numbers follow the manifest.
+        [job] = await journal.claim(1)
+        await journal.mark_submitting(job, 1)
+        await journal.plan([(m[0], m[1] + 100, *m[2:]) for m in manifest])
+        rows = await journal.rows()
+        assert rows[job].state is S.SUBMITTING
+        assert rows[job].line == 101
 
 
 async def test_concurrent_claims_never_hand_one_job_to_two_runners(postgres_dsn: str) -> None:
@@ -89,16 +102,16 @@ async def test_concurrent_claims_never_hand_one_job_to_two_runners(postgres_dsn:
     got: dict[str, list[str]] = {}
 
     async def runner(name: str) -> None:
-        async with PostgresJournal(postgres_dsn, batch_key=key, runner_id=name) as journal:
-            await journal.load_manifest(manifest)
+        async with await _open(postgres_dsn, key, name) as journal:
+            await journal.plan(manifest)
             mine = got.setdefault(name, [])
             while batch := await journal.claim(7):
-                mine.extend(r.id for r in batch)
-                assert all(r.runner_id == name for r in batch)
+                mine.extend(batch)
                 await anyio.lowlevel.checkpoint()
-            # Claimed jobs must not be handed back on close: start them.
-            for job_id in mine:
-                await journal.transition(job_id, S.SUBMITTING, attempts=1)
+                # Start them before claiming more: a claim waits while other
+                # live runners hold planned jobs (as the batch runner does).
+                for job_id in batch:
+                    await journal.mark_submitting(job_id, 1)
 
     async with anyio.create_task_group() as tg:
         for i in range(5):
@@ -107,91 +120,101 @@ async def test_concurrent_claims_never_hand_one_job_to_two_runners(postgres_dsn:
     assert len(claimed) == 300
     assert set(claimed) == {m[0] for m in manifest}
     assert sum(1 for jobs in got.values() if jobs) >= 2, "one runner took everything"
-    async with PostgresJournal(postgres_dsn, batch_key=key) as journal:
-        rows = await journal.rows()
-        for name, jobs in got.items():
-            assert all(rows[j].runner_id == name for j in jobs)
+    holders = await _holders(postgres_dsn, key)
+    for name, jobs in got.items():
+        assert all(holders[j] == name for j in jobs)
 
 
-async def test_legal_transitions_walk_a_job_to_downloaded(postgres_dsn: str) -> None:
-    key = _key()
-    async with PostgresJournal(postgres_dsn, batch_key=key) as journal:
-        await journal.load_manifest(_manifest(1))
-        [job] = await journal.claim(5)
-        before = journal.round_trips
-        await journal.transition(job.id, S.SUBMITTING, attempts=1)
-        await journal.transition(job.id, S.SUBMITTED, request_id="req-1", submitted_at=1.0)
-        await journal.transition(job.id, S.FINISHED, result={"videos": ["u"]}, finished_at=2.0)
-        await journal.transition(job.id, S.DOWNLOADED, files=[{"path": "a.mp4"}])
-        assert journal.round_trips - before == 4  # one statement per legal transition
-        row = (await journal.rows())[job.id]
-        assert row.state is S.DOWNLOADED
-        assert row.request_id == "req-1"
-        assert row.attempts == 1
-        assert row.result == {"videos": ["u"]}
-        assert row.files == ({"path": "a.mp4"},)
-
-
-@pytest.mark.parametrize(
-    ("path", "illegal"),
-    [
-        ([], S.FINISHED),
-        ([], S.DOWNLOADED),
-        ([S.SUBMITTING], S.FINISHED),
-        ([S.SUBMITTING, S.SUBMITTED], S.SUBMITTING),
-        ([S.SUBMITTING, S.SUBMITTED, S.FINISHED, S.DOWNLOADED], S.SUBMITTING),
-        ([S.SUBMITTING, S.UNKNOWN], S.SUBMITTING),
-        ([S.SUBMITTING, S.FAILED], S.SUBMITTED),
-    ],
-)
-async def test_illegal_transitions_are_refused_and_write_nothing(
-    postgres_dsn: str, path: list[FleetState], illegal: FleetState
+async def test_typed_transitions_walk_a_job_to_downloaded_in_grouped_round_trips(
+    postgres_dsn: str,
 ) -> None:
-    async with PostgresJournal(postgres_dsn, batch_key=_key()) as journal:
-        await journal.load_manifest(_manifest(1))
-        [job] = await journal.claim(1)
-        for state in path:
-            await journal.transition(job.id, state)
-        before = (await journal.rows())[job.id]
-        with pytest.raises(IllegalTransition):
-            await journal.transition(job.id, illegal, error="should not be written")
-        assert (await journal.rows())[job.id] == before
+    async with await _open(postgres_dsn, _key()) as journal:
+        await journal.plan(_manifest(20))
+        jobs = await journal.claim(20)
+        engine = journal.engine
+        before = engine.calls
+        for job in jobs:
+            await journal.mark_submitting(job, 1)  # waited: one round trip each
+        assert engine.calls - before == 20
+        before = engine.calls
+        for i, job in enumerate(jobs):
+            journal.mark_submitted(job, f"req-{i}", 1.0)
+        for job in jobs:
+            journal.mark_finished(job, {"outputs": [["u", "mp4"]]}, 2.0)
+        await journal.rows()  # deferred writes go within 50 ms; rows waits for nothing
+        await anyio.sleep(0.2)
+        # Forty deferred writes of twenty jobs: two grouped statements, not forty.
+        assert engine.calls - before <= 4
+        for job in jobs:
+            journal.mark_downloaded(job, [{"name": f"{job}.mp4", "size": 3}], 3.0)
+        await journal.aclose()
+    async with await _open(postgres_dsn, journal.engine.batch_key) as reader:  # type: ignore[attr-defined]
+        row = (await reader.rows())[jobs[4]]
+        assert row.state is S.DOWNLOADED
+        assert row.request_id == "req-4"
+        assert row.attempts == 1
+        assert row.result == {"outputs": [["u", "mp4"]]}
+        assert row.files == ({"name": "clip-0004.mp4", "size": 3},)
+        assert (row.submitted_at, row.finished_at, row.downloaded_at) == (1.0, 2.0, 3.0)
 
 
-async def test_a_job_held_by_another_runner_cannot_be_moved(postgres_dsn: str) -> None:
+async def test_illegal_transitions_are_refused_by_the_statement_and_write_nothing(
+    postgres_dsn: str,
+) -> None:
     key = _key()
-    async with (
-        PostgresJournal(postgres_dsn, batch_key=key, runner_id="a") as a,
-        PostgresJournal(postgres_dsn, batch_key=key, runner_id="b") as b,
-    ):
-        await a.load_manifest(_manifest(2))
+    async with await _open(postgres_dsn, key, "a") as a:
+        await a.plan(_manifest(2))
         [job] = await a.claim(1)
-        with pytest.raises(NotOwner):
-            await b.transition(job.id, S.SUBMITTING)
-        with pytest.raises(FleetError, match="not in batch"):
-            await b.transition("no-such-job", S.SUBMITTING)
-        with pytest.raises(ValueError, match="not settable"):
-            await a.transition(job.id, S.SUBMITTING, state="finished")
+        await a.mark_submitting(job, 1)
+        a.mark_submitted(job, "req-1", 1.0)
+        await a.aclose()
+    # A fresh journal has no local state: the engine's statement is the check.
+    async with await _open(postgres_dsn, key, "b") as b:
+        before = (await b.rows())[job]
+        b._states.clear()
+        with pytest.raises(IllegalTransitionError, match="submitted -> submitting"):
+            await b.mark_submitting(job, 2)
+        with pytest.raises(IllegalTransitionError):
+            await b.engine.update(job, {"state": S.DOWNLOADED}, expect=frozenset({S.FINISHED}))
+        with pytest.raises(JournalError, match="not in the journal"):
+            await b.engine.update("nope", {"state": S.FAILED}, expect=frozenset({S.PLANNED}))
+        with pytest.raises(ValueError, match="not journal columns"):
+            await b.engine.update(job, {"runner_id": "x"}, expect=frozenset({S.SUBMITTED}))
+        assert (await b.rows())[job] == before
+
+
+async def test_a_job_held_by_another_live_runner_cannot_be_moved(postgres_dsn: str) -> None:
+    key = _key()
+    async with await _open(postgres_dsn, key, "a") as a, await _open(postgres_dsn, key, "b") as b:
+        await a.plan(_manifest(2))
+        [job] = await a.claim(1)
+        with pytest.raises(JobHeldElsewhereError, match="held by runner 'a'"):
+            await b.mark_submitting(job, 1)
+        # A deferred write refused is logged, not raised, and writes nothing.
+        b.engine.defer(job, {"error": "not mine"}, expect=frozenset({S.PLANNED}))
+        await anyio.sleep(0.2)
+        assert (await a.rows())[job].error is None
 
 
 _DOOMED = textwrap.dedent(
     """
     import sys, anyio
-    from runcomfy_async.fleet import FleetState as S, PostgresJournal
+    from runcomfy_async.batch import Journal
 
     async def main():
         manifest = [(f"clip-{i:04d}", i + 1, "m", {"i": i}, f"h{i}") for i in range(10)]
-        async with PostgresJournal(sys.argv[1], batch_key=sys.argv[2], runner_id="doomed",
-                                   lease_seconds=1.0) as j:
-            await j.load_manifest(manifest)
-            jobs = [r.id for r in await j.claim(6)]
-            for job in jobs[:5]:
-                await j.transition(job, S.SUBMITTING, attempts=1)
-            for k in (2, 3, 4):
-                await j.transition(jobs[k], S.SUBMITTED, request_id=f"req-{k}")
-            await j.transition(jobs[4], S.FINISHED, result={"k": 4})
-            print("ready", flush=True)
-            await anyio.sleep(600)
+        j = await Journal.open(sys.argv[1], batch_key=sys.argv[2], runner_id="doomed",
+                               lease_seconds=1.0)
+        await j.plan(manifest)
+        jobs = await j.claim(6)
+        for job in jobs[:5]:
+            await j.mark_submitting(job, 1)
+        for k in (2, 3, 4):
+            j.mark_submitted(jobs[k], f"req-{k}", 1.0)
+        j.mark_finished(jobs[4], {"k": 4}, 2.0)
+        await anyio.sleep(0.3)
+        print("ready", flush=True)
+        await anyio.sleep(600)
 
     anyio.run(main)
     """
@@ -211,37 +234,40 @@ async def test_a_sigkilled_runner_leaves_its_jobs_to_others_after_its_lease(
         with anyio.fail_after(60):
             while b"ready" not in seen:
                 seen += await proc.stdout.receive()
-        async with PostgresJournal(postgres_dsn, batch_key=key, runner_id="heir") as heir:
+        async with await _open(postgres_dsn, key, "heir", lease_seconds=1.0) as heir:
+            engine = heir.engine
+            assert isinstance(engine, PostgresEngine)
             # While the doomed runner lives, its jobs are its own.
-            assert [r.id for r in await heir.claim(100)] == [f"clip-{i:04d}" for i in (6, 7, 8, 9)]
             assert await heir.reattach(100) == []
-            assert await heir.settle_dead_submits() == []
+            assert await heir.expire_submitting() == []
+            assert await heir.open_elsewhere() == 6  # 5 started, 1 claimed
             await anyio.sleep(1.2)  # past one lease: only its heartbeat keeps it alive
-            assert "doomed" in await heir.live_runners()
+            assert "doomed" in await engine.live_runners()
+            # A claim waits while a live runner holds planned jobs; here it gets the free ones.
+            assert await heir.claim(100) == [f"clip-{i:04d}" for i in (6, 7, 8, 9)]
 
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
-            for _ in range(100):  # its lease runs out within a second
-                if "doomed" not in await heir.live_runners():
-                    break
-                await anyio.sleep(0.1)
-            assert "doomed" not in await heir.live_runners()
+            with anyio.fail_after(10):
+                # Its planned claim comes free when its lease runs out.
+                assert await heir.claim(100) == ["clip-0005"]
+            assert "doomed" not in await engine.live_runners()
 
-            assert await heir.settle_dead_submits() == ["clip-0000", "clip-0001"]
             taken = await heir.reattach(100)
             assert [(r.id, r.state, r.request_id) for r in taken] == [
                 ("clip-0002", S.SUBMITTED, "req-2"),
                 ("clip-0003", S.SUBMITTED, "req-3"),
                 ("clip-0004", S.FINISHED, "req-4"),
             ]
-            assert [r.id for r in await heir.claim(100)] == ["clip-0005"]
+            assert await heir.reattach(100) == []  # once
             rows = await heir.rows()
             assert rows["clip-0000"].state is S.UNKNOWN
             assert "may have been sent" in (rows["clip-0000"].error or "")
+            assert await heir.open_elsewhere() == 0
             # Re-attached jobs go on where they were; never back to submitting.
-            await heir.transition("clip-0002", S.FINISHED)
-            with pytest.raises(IllegalTransition):
-                await heir.transition("clip-0003", S.SUBMITTING)
+            heir.mark_finished("clip-0002", {"k": 2}, 3.0)
+            with pytest.raises(IllegalTransitionError):
+                await heir.mark_submitting("clip-0003", 2)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -253,65 +279,131 @@ async def test_a_stalled_runner_loses_its_jobs_but_keeps_a_late_request_id(
 ) -> None:
     key = _key()
     async with (
-        PostgresJournal(postgres_dsn, batch_key=key, runner_id="slow") as slow,
-        PostgresJournal(postgres_dsn, batch_key=key, runner_id="quick") as quick,
+        await _open(postgres_dsn, key, "slow") as slow,
+        await _open(postgres_dsn, key, "quick") as quick,
     ):
-        await slow.load_manifest(_manifest(3))
+        await slow.plan(_manifest(3))
         a, b, _ = await slow.claim(3)
-        await slow.transition(a.id, S.SUBMITTING)
-        await slow.transition(b.id, S.SUBMITTING)
-        await slow.transition(b.id, S.SUBMITTED, request_id="req-b")
+        await slow.mark_submitting(a, 1)
+        await slow.mark_submitting(b, 1)
+        slow.mark_submitted(b, "req-b", 1.0)
+        await anyio.sleep(0.1)
         await _expire(postgres_dsn, key, "slow")
 
-        assert await quick.settle_dead_submits() == [a.id]
-        assert [r.id for r in await quick.reattach(10)] == [b.id]
-        # The stalled runner's POST did land after all: it records the id.
-        await slow.transition(a.id, S.SUBMITTED, request_id="req-a")
+        assert [r.id for r in await quick.reattach(10)] == [b]
+        assert (await quick.rows())[a].state is S.UNKNOWN
+        # The stalled runner's POST did land after all: it records the id (unknown -> submitted).
+        slow.mark_submitted(a, "req-a", 2.0)
+        await anyio.sleep(0.1)
+        row = (await quick.rows())[a]
+        assert (row.state, row.request_id, row.error) == (S.SUBMITTED, "req-a", None)
         # But b is quick's now.
-        with pytest.raises(NotOwner):
-            await slow.transition(b.id, S.FINISHED)
+        with pytest.raises(JobHeldElsewhereError):
+            await slow.mark_cancelled(b, "no")
         # Its lease ran out: it claims nothing more and is told so.
-        with pytest.raises(FleetError, match="lost its lease"):
+        with pytest.raises(JournalError, match="lost its lease"):
             await slow.claim(10)
-        # A heartbeat brings it back as a live runner.
-        assert await slow.heartbeat()
-        assert [r.id for r in await slow.claim(10)] == []
-        assert (await quick.rows())[a.id].request_id == "req-a"
+        engine = slow.engine
+        assert isinstance(engine, PostgresEngine)
+        assert await engine.heartbeat()  # back among the living
+        assert await slow.claim(10) == []
 
 
-async def test_requeue_puts_unknown_jobs_back_on_purpose(postgres_dsn: str) -> None:
+async def test_a_submit_that_did_not_go_is_released_and_not_claimed_again_by_its_runner(
+    postgres_dsn: str,
+) -> None:
     key = _key()
-    async with PostgresJournal(postgres_dsn, batch_key=key) as journal:
-        await journal.load_manifest(_manifest(2))
-        a, b = await journal.claim(2)
-        await journal.transition(a.id, S.SUBMITTING)
-        await journal.transition(a.id, S.UNKNOWN, error="timeout")
-        await journal.transition(b.id, S.SUBMITTING)
-        assert await journal.requeue([S.UNKNOWN]) == [a.id]
-        with pytest.raises(IllegalTransition):
-            await journal.requeue([S.SUBMITTED])
-        assert [r.id for r in await journal.claim(5)] == [a.id]
-        assert await journal.counts() == {S.PLANNED: 1, S.SUBMITTING: 1}
+    async with await _open(postgres_dsn, key, "a") as a, await _open(postgres_dsn, key, "b") as b:
+        await a.plan(_manifest(1))
+        [job] = await a.claim(1)
+        await a.mark_submitting(job, 1)
+        await a.mark_submit_failed(job, S.PLANNED, "503: certainly not created")
+        assert await a.claim(5) == []  # one attempt per run, as with SQLite
+        assert await b.claim(5) == [job]  # another runner tries it
 
 
-async def test_closing_hands_back_unstarted_claims(postgres_dsn: str) -> None:
+async def test_requeue_and_closing_hand_jobs_back(postgres_dsn: str) -> None:
     key = _key()
-    async with PostgresJournal(postgres_dsn, batch_key=key, runner_id="first") as first:
-        await first.load_manifest(_manifest(4))
+    async with await _open(postgres_dsn, key, "first") as first:
+        await first.plan(_manifest(4))
         claimed = await first.claim(4)
-        await first.transition(claimed[0].id, S.SUBMITTING)
-    async with PostgresJournal(postgres_dsn, batch_key=key, runner_id="second") as second:
-        assert [r.id for r in await second.claim(10)] == [r.id for r in claimed[1:]]
-        assert await second.settle_dead_submits() == [claimed[0].id]
+        await first.mark_submitting(claimed[0], 1)
+    async with await _open(postgres_dsn, key, "second") as second:
+        assert await second.claim(10) == claimed[1:]
+        assert await second.expire_submitting() == [claimed[0]]
+        await second.requeue(claimed[0])
+        assert await second.claim(10) == [claimed[0]]
 
 
-async def test_a_closed_journal_refuses_use(postgres_dsn: str) -> None:
-    journal = PostgresJournal(postgres_dsn, batch_key=_key())
-    with pytest.raises(ClientStateError, match="open it first"):
+async def test_the_fleet_in_flight_cap_holds_across_runners(postgres_dsn: str) -> None:
+    key = _key()
+    cap = 3
+    peak = 0
+    busy = 0
+
+    async def runner(name: str) -> None:
+        nonlocal peak, busy
+        async with await _open(postgres_dsn, key, name, max_in_flight=cap) as journal:
+            await journal.plan(_manifest(24))
+            async with anyio.create_task_group() as tg:
+                while ids := await journal.claim(4):
+                    for job_id in ids:
+
+                        async def one(job_id: str = job_id) -> None:
+                            nonlocal peak, busy
+                            await journal.mark_submitting(job_id, 1)  # waits for a slot
+                            busy += 1
+                            peak = max(peak, busy)
+                            journal.mark_submitted(job_id, f"r-{job_id}", 1.0)
+                            await anyio.sleep(0.05)
+                            busy -= 1
+                            journal.mark_finished(job_id, {}, 2.0)  # frees the slot
+
+                        tg.start_soon(one)
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(runner, f"r{i}")
+    assert 1 < peak <= cap
+    async with await _open(postgres_dsn, key) as journal:
+        assert {r.state for r in (await journal.rows()).values()} == {S.FINISHED}
+
+
+async def test_a_closed_or_unreachable_journal_says_so(postgres_dsn: str) -> None:
+    journal = await _open(postgres_dsn, _key())
+    await journal.aclose()
+    await journal.aclose()  # idempotent
+    with pytest.raises(JournalError, match="closed"):
         await journal.claim(1)
-    async with journal:
-        pass
-    with pytest.raises(ClientStateError, match="closed"):
-        await journal.claim(1)
-    with pytest.raises(ClientStateError):
-        await journal.__aenter__()
+    with pytest.raises(JournalError, match="cannot open"):
+        await Journal.open("postgresql://nobody@127.0.0.1:1/none", batch_key="k")
+    with pytest.raises(ValueError, match="batch key"):
+        await Journal.open(postgres_dsn)
+
+
+def test_a_journal_option_must_be_a_postgresql_url() -> None:
+    from runcomfy_async.batch import BatchOptions
+
+    assert BatchOptions(journal="postgresql://u@h/db").journal == "postgresql://u@h/db"
+    with pytest.raises(ValueError, match="postgresql://"):
+        BatchOptions(journal="sqlite:///tmp/x")
+
+
+async def test_waiting_for_room_in_a_full_fleet_can_be_stopped(postgres_dsn: str) -> None:
+    async with await _open(postgres_dsn, _key(), "a", max_in_flight=1) as journal:
+        await journal.plan(_manifest(3))
+        first, second, _ = await journal.claim(3)
+        await journal.wait_for_room()  # nothing seen full yet: at once
+        await journal.mark_submitting(first, 1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.mark_submitting, second, 1)  # waits for the slot
+            await anyio.sleep(0.3)
+            assert (await journal.rows())[second].state is S.PLANNED
+            # What a submit worker does before it marks: stoppable while full.
+            with anyio.move_on_after(0.3) as scope:
+                await journal.wait_for_room()
+            assert scope.cancelled_caught
+            journal.mark_submitted(first, "req-1", 1.0)
+            journal.mark_finished(first, {}, 2.0)  # frees the slot: the waiter takes it
+        assert (await journal.rows())[second].state is S.SUBMITTING

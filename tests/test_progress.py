@@ -90,6 +90,31 @@ def test_batch_style_progress_counts_only_what_it_is_told() -> None:
     assert bar.done == 2
 
 
+def test_excluded_jobs_shrink_the_total_and_never_count_as_done() -> None:
+    out = io.StringIO()
+    with ProgressBar(300, mode="bar", file=out, desc="clips") as bar:
+        bar.advance("succeeded", 31)
+        bar.exclude("not_submitted", 269)
+        assert (bar.done, bar.total) == (31, 31)
+        assert bar.counts == {"succeeded": 31, "not_submitted": 269}
+    last = out.getvalue().split("\r")[-1]
+    assert "31/31" in last and "not_submitted 269" in last
+    assert "300/300" not in out.getvalue()
+
+
+def test_a_closed_bar_draws_nothing_more() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(4, mode="bar", file=out)
+    bar.advance("succeeded")
+    bar.close()
+    drawn = out.getvalue()
+    bar.set_count("queued", 3)
+    bar.advance("succeeded")
+    bar.exclude("not_submitted", 2)
+    assert out.getvalue() == drawn  # a question printed after close stays on screen
+    assert bar.done == 2 and bar.counts["not_submitted"] == 2
+
+
 async def test_track_progress_follows_a_clients_jobs_and_detaches(
     make_emulator: Callable[..., Awaitable[Emulator]],
 ) -> None:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+from runcomfy_async import Limits, PollPolicy, RunComfyClient, RunComfyError
 from runcomfy_async._errors import ClientStateError
-from runcomfy_async.shared import RedisLimits
-from tests.servers import redis_url
+from runcomfy_async.emulator import Emulator
+from runcomfy_async.shared import RedisLimits, SharedLimitsError
+from runcomfy_async.shared._redis import safe_url
+from tests.servers import free_port, redis_server, redis_url
 
 __all__ = ["redis_url"]  # the fixture, imported for pytest
 
 SUBMIT, CHECK = 0, 2
 ROOT = Path(__file__).resolve().parent.parent
+_POLL = PollPolicy(time_scale=0.005)
 
 
 def _key() -> str:
@@ -271,7 +278,7 @@ async def test_a_waiter_is_told_when_the_limits_close(redis_url: str) -> None:
 
 async def test_unopened_limits_refuse_use(redis_url: str) -> None:
     limits = RedisLimits(redis_url, key=_key())
-    with pytest.raises(ClientStateError, match="open it first"):
+    with pytest.raises(ClientStateError, match="open the shared limits first"):
         await limits.acquire_request(SUBMIT)
 
 
@@ -280,3 +287,206 @@ def test_bad_arguments_are_refused() -> None:
         RedisLimits("redis://127.0.0.1:1/0", key="k", requests_per_second=0)
     with pytest.raises(ValueError):
         RedisLimits("redis://127.0.0.1:1/0", key="k", max_in_flight=0)
+
+
+# -- RedisLimits as the client's Limits ---------------------------------------------------
+
+MODEL = "kling/kling-3.0/pro/text-to-video"
+
+
+def test_redis_limits_implement_the_client_protocol() -> None:
+    limits = RedisLimits("redis://127.0.0.1:1/0", key="k")
+    assert isinstance(limits, Limits)
+    assert limits.slots.capacity == 64 and limits.slots.in_flight == 0
+    assert limits.budget.rate == 20.0
+
+
+async def test_clients_in_two_processes_share_one_in_flight_cap(
+    redis_url: str, make_emulator: Callable[..., Awaitable[Emulator]]
+) -> None:
+    # Two clients on one loop stand for two processes: they share nothing but Redis.
+    emu = await make_emulator(time_scale=0.005, workers=50)
+    key = _key()
+    opts: dict[str, Any] = {"key": key, "max_in_flight": 3, "requests_per_second": 200}
+    async with (
+        RedisLimits(redis_url, **opts) as la,
+        RedisLimits(redis_url, **opts) as lb,
+        RunComfyClient(emu.token, base_url=emu.base_url, limits=la, poll=_POLL) as a,
+        RunComfyClient(emu.token, base_url=emu.base_url, limits=lb, poll=_POLL) as b,
+    ):
+        with anyio.fail_after(60):
+            results = await asyncio.gather(
+                *(
+                    (a if i % 2 else b).run(MODEL, {"prompt": f"fox {i}", "duration": 3})
+                    for i in range(12)
+                )
+            )
+        assert a.in_flight == b.in_flight == 0
+        await anyio.sleep(0.3)  # releases are flushed at once, in the background
+        assert await la.in_flight() == 0
+        assert la.budget.granted + lb.budget.granted == emu.counters.requests
+    assert len({r.request_id for r in results}) == 12
+    # The emulator counts the account's concurrent jobs: never above the shared cap.
+    assert emu.counters.max_active_per_token[emu.token] == 3
+
+
+async def test_a_429_seen_by_one_client_slows_the_other(
+    redis_url: str, make_emulator: Callable[..., Awaitable[Emulator]]
+) -> None:
+    emu = await make_emulator(time_scale=0.005)
+    key = _key()
+    async with (
+        RedisLimits(redis_url, key=key, requests_per_second=40) as la,
+        RedisLimits(redis_url, key=key, requests_per_second=40) as lb,
+    ):
+        la.budget.on_rate_limited(1.0)
+        await anyio.sleep(0.3)  # the flusher sends it at once
+        assert await lb.rate() == 20.0
+        assert (await lb.counters())["rate_limited"] == 1
+        start = anyio.current_time()
+        async with RunComfyClient(emu.token, base_url=emu.base_url, limits=lb) as b:
+            await b.submit(MODEL, {"prompt": "paused"})
+            assert anyio.current_time() - start >= 0.5  # b waited out a's Retry-After
+            assert lb.slots.in_flight == 1
+
+
+async def test_successes_through_the_protocol_win_the_rate_back(redis_url: str) -> None:
+    key = _key()
+    async with RedisLimits(redis_url, key=key, requests_per_second=10) as a:
+        await a.on_rate_limited(0.0)
+        for _ in range(100):
+            a.budget.on_success()
+        await anyio.sleep(0.5)
+        assert 5.0 < await a.rate() <= 10.0
+        assert a.budget.rate == await a.rate()
+
+
+async def test_adopted_jobs_count_and_released_slots_go_back(redis_url: str) -> None:
+    key = _key()
+    async with (
+        RedisLimits(redis_url, key=key, max_in_flight=1) as a,
+        RedisLimits(redis_url, key=key, max_in_flight=1) as b,
+    ):
+        a.slots.force_acquire()
+        a.slots.force_acquire()  # adopted jobs may pass the cap
+        await anyio.sleep(0.3)
+        assert a.slots.in_flight == 2 and await b.in_flight() == 2
+        with anyio.move_on_after(0.3) as scope:
+            await b.slots.acquire()
+        assert scope.cancelled_caught
+        a.slots.release()
+        a.slots.release()
+        with anyio.fail_after(5):
+            await b.slots.acquire()
+        assert b.slots.in_flight == 1 and a.slots.in_flight == 0
+
+
+async def test_a_429_to_a_submit_lowers_the_capacity_of_every_process(redis_url: str) -> None:
+    key = _key()
+    async with (
+        RedisLimits(redis_url, key=key, max_in_flight=4) as a,
+        RedisLimits(redis_url, key=key, max_in_flight=4) as b,
+    ):
+        for _ in range(3):
+            await a.slots.acquire()
+        a.slots.on_rate_limited()
+        a.slots.release()
+        await anyio.sleep(0.3)
+        assert await b.capacity() == 2 and b.slots.capacity == 2
+        with anyio.move_on_after(0.3) as scope:
+            await b.slots.acquire()  # 2 held by a, capacity 2
+        assert scope.cancelled_caught
+        for _ in range(10):
+            a.slots.on_job_finished()
+        await anyio.sleep(0.5)
+        assert await b.capacity() == 4
+
+
+async def test_closing_the_client_protocol_fails_waiters_with_client_state_error(
+    redis_url: str,
+) -> None:
+    async with RedisLimits(redis_url, key=_key(), max_in_flight=1) as a:
+        await a.slots.acquire()
+        errors: list[BaseException] = []
+
+        async def wait() -> None:
+            try:
+                await a.slots.acquire()
+            except ClientStateError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(0.1)
+            a.slots.close()
+        assert len(errors) == 1
+        with pytest.raises(ClientStateError):
+            await a.slots.acquire()
+        a.budget.close()
+        with pytest.raises(ClientStateError):
+            await a.budget.acquire()
+
+
+async def test_a_cancelled_slot_waiter_takes_no_slot(redis_url: str) -> None:
+    async with RedisLimits(redis_url, key=_key(), max_in_flight=1) as a:
+        await a.slots.acquire()
+        with anyio.move_on_after(0.2):
+            await a.slots.acquire()
+        a.slots.release()
+        await anyio.sleep(0.3)
+        assert await a.in_flight() == 0
+        with anyio.fail_after(5):
+            await a.slots.acquire()
+
+
+# -- Redis failures ---------------------------------------------------------------------
+
+
+def test_the_password_never_shows_in_the_url() -> None:
+    limits = RedisLimits("redis://app:s3cret@cache.internal:6380/2", key="k")
+    assert limits.url == "redis://app@cache.internal:6380/2"
+    assert "s3cret" not in repr(limits)
+    assert safe_url("redis://:pw@h/0") == "redis://h/0"
+    assert safe_url("redis://h:1/0") == "redis://h:1/0"
+
+
+async def test_an_unreachable_redis_is_a_shared_limits_error_naming_the_url() -> None:
+    port = free_port()
+    with pytest.raises(SharedLimitsError) as info:
+        async with RedisLimits(f"redis://user:hunter2@127.0.0.1:{port}/0", key="k"):
+            pass  # pragma: no cover - never opens
+    assert isinstance(info.value, RunComfyError)
+    message = str(info.value)
+    assert f"redis://user@127.0.0.1:{port}/0" in message
+    assert "hunter2" not in message
+    assert info.value.url == f"redis://user@127.0.0.1:{port}/0"
+
+
+async def test_redis_going_away_fails_a_waiting_submit_but_not_a_check(
+    make_emulator: Callable[..., Awaitable[Emulator]],
+) -> None:
+    emu = await make_emulator(time_scale=0.005)
+    with redis_server() as (url, server):
+        async with (
+            RedisLimits(url, key=_key(), requests_per_second=100) as limits,
+            RunComfyClient(emu.token, base_url=emu.base_url, limits=limits) as client,
+        ):
+            await client.submit(MODEL, {"prompt": "ok"})
+            server.terminate()
+            server.wait(10)
+            with pytest.raises(SharedLimitsError, match=f"Redis at {url}"):
+                await client.submit(MODEL, {"prompt": "not sent"})
+            assert emu.counters.submit == 1
+            check = asyncio.ensure_future(limits.budget.acquire())
+            await anyio.sleep(0.3)
+            assert not check.done()  # checks wait for Redis to come back
+            check.cancel()
+
+
+def test_the_default_client_imports_no_redis() -> None:
+    code = (
+        "import sys, runcomfy_async\n"
+        "runcomfy_async.RunComfyClient('t', base_url='http://127.0.0.1:9')\n"
+        "assert 'redis' not in sys.modules, 'redis was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -284,3 +284,13 @@ def test_settings_from_the_environment() -> None:
     defaults = webapp.settings_from_env({})
     assert defaults["token"] is None and defaults["poll_time_scale"] == 1.0
     assert defaults["requests_per_second"] == 20.0
+    assert defaults["redis_url"] is None and defaults["max_in_flight"] == 64
+    shared = webapp.settings_from_env(
+        {
+            "RUNCOMFY_REDIS_URL": "redis://cache:6379/0",
+            "RUNCOMFY_REDIS_KEY": "acct-1",
+            "RUNCOMFY_MAX_IN_FLIGHT": "8",
+        }
+    )
+    assert shared["redis_url"] == "redis://cache:6379/0"
+    assert shared["redis_key"] == "acct-1" and shared["max_in_flight"] == 8

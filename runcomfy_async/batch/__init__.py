@@ -19,7 +19,9 @@ otherwise (``resubmit_unknown``, or ``adopt`` once you found its request id).
 
 The package, one concept a module:
 
-- ``_manifest``: reading and checking manifests;
+- ``_manifest`` / ``_manifest_entry`` / ``_manifest_check`` / ``_manifest_csv`` /
+  ``_local_files``: manifests (the model and its loading, one job, checks against
+  the registry, CSV reading, local files in URI fields);
 - ``_plan``: the manifest against the journal, the cost estimate and limit;
 - ``_options``: :class:`BatchOptions`;
 - ``_rows`` / ``_journal`` / ``_engine`` / ``_sqlite``: the journal (row and

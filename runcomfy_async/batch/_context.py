@@ -59,6 +59,8 @@ class RunContext:
         self.resumed = 0
         self.downloaded = 0
         self.fatal_error: BaseException | None = None
+        # Jobs already taken off the bar as not submitted when the display closed.
+        self._shown_unsent = 0
         # The download queue: made by the run, in its event loop, and closed by it.
         self.downloads: MemoryObjectSendStream[Download]
         self.download_queue: MemoryObjectReceiveStream[Download]
@@ -76,10 +78,31 @@ class RunContext:
             return
         self.open.discard(job_id)
         if self.bar is not None:
-            self.bar.advance(outcome)
+            if outcome != "not_submitted":
+                self.bar.advance(outcome)
+            elif self._shown_unsent:
+                self._shown_unsent -= 1  # counted when the display closed
+            else:
+                # Never sent: not done either. The bar's total shrinks instead.
+                self.bar.exclude(outcome)
             self.count_states()  # the last line must not show stale counts
         if not self.open:
             self.all_done.set()
+
+    def close_display(self) -> None:
+        """Draw the bar a last time and stop drawing (the run is stopping).
+
+        The jobs that will not be sent are taken off its total first, so the
+        last frame says how much of the work that was started got done.
+        """
+        if self.bar is None:
+            return
+        unsent = max(len(self.unsent) - self.submitting, 0)
+        if unsent:
+            self.bar.exclude("not_submitted", unsent)
+            self._shown_unsent += unsent
+        self.count_states()
+        self.bar.close()
 
     def show(self) -> None:
         """Put the stage counts on the bar."""

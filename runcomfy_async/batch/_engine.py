@@ -2,9 +2,11 @@
 
 :class:`~runcomfy_async.batch.Journal` (typed transitions) sits on one
 engine and is all the runner sees, so the runner never knows which engine it
-has. SQLite (``_sqlite.py``) is the embedded default; a PostgreSQL engine
-shared by a fleet of runners implements the same methods (``claim`` is where
-it takes ``FOR UPDATE SKIP LOCKED`` leases).
+has. SQLite (``_sqlite.py``) is the embedded default; the PostgreSQL engine
+(``runcomfy_async.fleet``), shared by a fleet of runners, implements the same
+methods (``claim`` is where it takes ``FOR UPDATE SKIP LOCKED`` claims) plus
+those of :class:`SharedJournalEngine` (re-attaching the jobs of runners that
+died).
 
 Promises every engine keeps:
 
@@ -18,7 +20,10 @@ Promises every engine keeps:
   :class:`~runcomfy_async.IllegalTransitionError` (the check and the write
   are one statement, so it also holds between processes);
 - a job is claimed (:meth:`JournalEngine.claim`) by at most one runner while
-  it is ``planned``.
+  it is ``planned``;
+- a shared engine writes only jobs its runner holds (or that no live runner
+  holds), and fails others with
+  :class:`~runcomfy_async.JobHeldElsewhereError`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any, Protocol
 
 from ._rows import JournalRow, JournalState
 
-__all__ = ["JournalEngine"]
+__all__ = ["JournalEngine", "SharedJournalEngine"]
 
 
 class JournalEngine(Protocol):
@@ -87,4 +92,31 @@ class JournalEngine(Protocol):
 
     async def aclose(self) -> None:
         """Commit what is pending, release the journal (its lock, its thread). Idempotent."""
+        ...
+
+
+class SharedJournalEngine(JournalEngine, Protocol):
+    """An engine several runners use at once (``shared`` is True); each runner holds a lease.
+
+    ``claim`` waits while other live runners hold planned jobs; ``move_all``
+    moves only rows no live runner holds (the leftovers of runners that
+    stopped).
+    """
+
+    shared: bool
+    """True: other runners may write this journal at the same time."""
+
+    async def reattach(self, limit: int) -> list[JournalRow]:
+        """Take over up to ``limit`` accepted jobs (``submitted`` / ``finished``) of runners
+        whose lease ran out, after turning their ``submitting`` rows ``unknown``."""
+        ...
+
+    async def wait_for_room(self) -> None:
+        """Return once the fleet's in-flight cap seems to have room (no round trip while it
+        has not been seen full); cancellable."""
+        ...
+
+    async def open_elsewhere(self) -> int:
+        """Unsettled jobs another live runner holds, or that a dead one left to re-attach:
+        while there are some, a runner that is done waits (it may have to take them over)."""
         ...

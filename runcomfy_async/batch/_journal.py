@@ -5,10 +5,16 @@ For each job id the journal says how far the job got::
     planned ─▶ submitting ─▶ submitted ─▶ finished ─▶ downloaded
        ▲  │        │  │           │
        │  │        │  ▼           ▼
-       │  │        │ unknown    failed / cancelled
+       │  │        │ unknown    failed / cancelled / unknown (its id answers for another job)
        │  ▼        ▼
        │ failed (refused before it was paid for)
        └── failed / cancelled / unknown, when a rerun is told to submit them again
+
+The same table serves SQLite and PostgreSQL. ``unknown -> submitted`` is
+allowed: ``--adopt`` of a request id found on the dashboard, and, in a fleet,
+a runner that stalled past its lease (so another runner turned its
+``submitting`` row ``unknown``) and then got its submit's answer after all:
+it records the request id rather than lose a paid job.
 
 ``submitting`` is committed (fsynced) by the client's ``before_send`` hook:
 once the request holds its in-flight slot and its request token, right
@@ -32,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._errors import IllegalTransitionError, JournalError
-from ._engine import JournalEngine
+from ._engine import JournalEngine, SharedJournalEngine
 from ._rows import JournalRow, JournalState
 from ._sqlite import JOURNAL_NAME, SQLiteEngine
 
@@ -45,7 +51,8 @@ TRANSITIONS: Mapping[JournalState, frozenset[JournalState]] = {
     _S.PLANNED: frozenset({_S.SUBMITTING, _S.SUBMITTED, _S.FAILED, _S.PLANNED}),
     # answered; may have left; refused; certainly not created
     _S.SUBMITTING: frozenset({_S.SUBMITTED, _S.UNKNOWN, _S.FAILED, _S.PLANNED}),
-    _S.SUBMITTED: frozenset({_S.FINISHED, _S.FAILED, _S.CANCELLED, _S.SUBMITTED}),
+    # ended; its request id answers for another job (a restarted server reused it)
+    _S.SUBMITTED: frozenset({_S.FINISHED, _S.FAILED, _S.CANCELLED, _S.UNKNOWN, _S.SUBMITTED}),
     _S.FINISHED: frozenset({_S.DOWNLOADED, _S.FINISHED}),
     _S.DOWNLOADED: frozenset({_S.DOWNLOADED}),  # a lost file fetched again
     _S.FAILED: frozenset({_S.PLANNED, _S.SUBMITTED}),  # retried, or adopted
@@ -63,7 +70,8 @@ _STALE_SUBMITTING = (
 class Journal:
     """A batch's journal: every job's state, moved only along :data:`TRANSITIONS`.
 
-    Open the SQLite journal of a directory with :meth:`open`; close with
+    Open the SQLite journal of a directory, or a fleet's in PostgreSQL, with
+    :meth:`open`; close with
     :meth:`aclose`. Waited transitions return once committed (``submitting``
     also fsynced); the others are committed with the next batch of writes.
     Raises :class:`JournalError` when another process holds the journal and
@@ -79,9 +87,79 @@ class Journal:
         return f"<Journal {self.engine!r}>"
 
     @classmethod
-    async def open(cls, out_dir: str | os.PathLike[str]) -> Journal:
-        """Open (or create) the SQLite journal in ``out_dir`` (created too) and take its lock."""
-        return cls(await SQLiteEngine.open(out_dir))
+    async def open(
+        cls,
+        target: str | os.PathLike[str],
+        *,
+        batch_key: str | None = None,
+        max_in_flight: int | None = None,
+        runner_id: str | None = None,
+        lease_seconds: float = 30.0,
+    ) -> Journal:
+        """Open (or create) a journal: the SQLite one in directory ``target`` (created too,
+        and locked), or, for a ``postgresql://`` URL, batch ``batch_key`` of a journal in
+        PostgreSQL that a fleet of runners shares (extra ``[postgres]``).
+
+        For PostgreSQL: ``max_in_flight`` is the fleet's in-flight cap (every
+        runner should give the same), ``runner_id`` names this runner (by
+        default host, pid and a random suffix), ``lease_seconds`` how long
+        the others wait before taking over the jobs of a runner that stopped
+        renewing its lease.
+        """
+        if is_postgres_url(target):
+            if not batch_key:
+                raise ValueError("a PostgreSQL journal needs a batch key")
+            try:
+                from ..fleet import PostgresEngine  # the optional extra, imported on use
+            except ImportError as exc:
+                raise JournalError(str(exc)) from None
+
+            return cls(
+                await PostgresEngine.open(
+                    str(target),
+                    batch_key=batch_key,
+                    runner_id=runner_id,
+                    lease_seconds=lease_seconds,
+                    max_in_flight=max_in_flight,
+                )
+            )
+        return cls(await SQLiteEngine.open(target))
+
+    @property
+    def shared(self) -> bool:
+        """True when other runners may use this journal at the same time (PostgreSQL)."""
+        return bool(getattr(self.engine, "shared", False))
+
+    async def reattach(self, limit: int) -> list[JournalRow]:
+        """Take over accepted jobs of runners that stopped (a shared journal; else ``[]``).
+
+        Their ``submitting`` rows become ``unknown`` first. Each row returned
+        has a request id: track it, never submit it again.
+        """
+        if not self.shared:
+            return []
+        engine: SharedJournalEngine = self.engine  # type: ignore[assignment]
+        rows = await engine.reattach(limit)
+        for row in rows:
+            self._states[row.id] = row.state
+        return rows
+
+    async def wait_for_room(self) -> None:
+        """Return when the fleet's in-flight cap seems to have room (at once unless shared).
+
+        Cancellable, unlike :meth:`mark_submitting`, which takes the slot for
+        sure (and may wait again, briefly, if another runner was quicker).
+        """
+        if self.shared:
+            engine: SharedJournalEngine = self.engine  # type: ignore[assignment]
+            await engine.wait_for_room()
+
+    async def open_elsewhere(self) -> int:
+        """Unsettled jobs other runners hold or left to re-attach (0 unless shared)."""
+        if not self.shared:
+            return 0
+        engine: SharedJournalEngine = self.engine  # type: ignore[assignment]
+        return await engine.open_elsewhere()
 
     @staticmethod
     def read(out_dir: str | os.PathLike[str]) -> dict[str, JournalRow] | None:
@@ -159,10 +237,19 @@ class Journal:
         **fields: Any,
     ) -> None:
         self._check(job_id, target, sources)
+        previous = self._states.get(job_id)
         self._states[job_id] = target
-        await self.engine.update(
-            job_id, {"state": target, **fields}, expect=sources, durable=durable
-        )
+        try:
+            await self.engine.update(
+                job_id, {"state": target, **fields}, expect=sources, durable=durable
+            )
+        except JournalError:
+            # Refused (another state, another runner's job): nothing was written.
+            if previous is None:
+                self._states.pop(job_id, None)
+            else:
+                self._states[job_id] = previous
+            raise
 
     def _defer(
         self,
@@ -242,14 +329,19 @@ class Journal:
         )
 
     def mark_submitted(self, job_id: str, request_id: str, at: float) -> None:
-        """The API accepted the job (deferred: a crash before the commit makes it unknown)."""
+        """The API accepted the job (deferred: a crash before the commit makes it unknown).
+
+        From ``unknown`` too: in a fleet, a runner that stalled past its lease
+        finds its row turned ``unknown`` by another; the answer still counts.
+        """
         self._defer(
             job_id,
             _S.SUBMITTED,
-            frozenset({_S.SUBMITTING}),
+            frozenset({_S.SUBMITTING, _S.UNKNOWN}),
             soon=True,
             request_id=request_id,
             submitted_at=at,
+            error=None,
         )
 
     async def mark_submit_failed(self, job_id: str, target: JournalState, error: str) -> None:
@@ -282,6 +374,10 @@ class Journal:
             raise IllegalTransitionError(job_id, "a job's end", target.value)
         self._defer(job_id, target, frozenset({_S.SUBMITTED}), error=error, finished_at=at)
 
+    def mark_mismatched(self, job_id: str, error: str, at: float) -> None:
+        """The job's request id answers for another job: what became of ours is unknown."""
+        self._defer(job_id, _S.UNKNOWN, frozenset({_S.SUBMITTED}), error=error, finished_at=at)
+
     async def mark_cancelled(self, job_id: str, error: str) -> None:
         """We cancelled the job while it was queued (waited: the run is ending)."""
         await self._move(job_id, _S.CANCELLED, frozenset({_S.SUBMITTED}), error=error)
@@ -312,3 +408,8 @@ class Journal:
 
 
 _SUBMIT_SOURCES = frozenset({_S.PLANNED, _S.SUBMITTING})
+
+
+def is_postgres_url(target: object) -> bool:
+    """True for a ``postgresql://`` (or ``postgres://``) URL: a journal a fleet can share."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))

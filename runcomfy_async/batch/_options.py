@@ -32,6 +32,13 @@ def _adopted(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return adopt
 
 
+def _journal_url(
+    instance: object, attribute: attrs.Attribute[str | None], value: str | None
+) -> None:
+    if value is not None and not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"journal must be a postgresql:// URL, not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class BatchOptions:
     """How a batch runs (every field has a default; ``attrs.evolve`` makes variants).
@@ -69,6 +76,13 @@ class BatchOptions:
     - ``download_retry``: the :class:`~runcomfy_async.RetryPolicy` of downloads.
     - ``client_options``: keyword arguments of the client the runner makes
       when none is given (``token``, ``base_url``, ``poll``, ...).
+    - ``journal``: a ``postgresql://`` URL: the batch's journal lives in
+      PostgreSQL, shared by every runner (on any machine) given the same URL
+      and ``batch_key``; ``concurrency`` is then the in-flight cap of the
+      whole fleet (give every runner the same). None: SQLite in ``out_dir``.
+    - ``batch_key``: names the batch in a shared journal (default: the
+      manifest's file name); ``lease_seconds``: how long a runner that stopped
+      renewing its lease keeps its jobs before the others take them over.
 
     Raises ``ValueError`` for a concurrency below one or an adopted request
     id that is unsafe in a URL.
@@ -88,6 +102,9 @@ class BatchOptions:
     job_timeout: float | None = None
     download_retry: RetryPolicy | None = None
     client_options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    journal: str | None = attrs.field(default=None, validator=_journal_url)
+    batch_key: str | None = None
+    lease_seconds: float = 30.0
     force: bool = False
     validate: bool = True
     allow_unknown_fields: bool = False

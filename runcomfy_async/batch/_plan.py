@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,13 @@ _STAND_IN_URL = "https://local-file.invalid/manifest-path"
 #: Seconds the balance may take to answer before a run goes on without it
 #: (the transport retries; an unreachable wallet must not hold a dry run for minutes).
 BALANCE_TIMEOUT = 10.0
+
+#: Seconds one balance read (or failure) serves later checks of the same client.
+BALANCE_REUSE = 60.0
+
+_BALANCES: weakref.WeakKeyDictionary[RunComfyClient, tuple[float, float | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 __all__ = [
     "BatchPreview",
@@ -465,8 +474,21 @@ async def read_balance(client: RunComfyClient) -> float | None:
     """The account's balance in USD, or None when it cannot be read (logged, not raised).
 
     An unreadable wallet is no reason to refuse a run: the submits will say
-    soon enough if the token or the balance is the trouble.
+    soon enough if the token or the balance is the trouble. One read (or one
+    failure) per client serves every check of a run for ``BALANCE_REUSE``
+    seconds: the preview and the spend check must not each wait
+    ``BALANCE_TIMEOUT`` for a wallet that cannot be reached.
     """
+    now = time.monotonic()
+    cached = _BALANCES.get(client)
+    if cached is not None and now - cached[0] < BALANCE_REUSE:
+        return cached[1]
+    value = await _read_balance_once(client)
+    _BALANCES[client] = (time.monotonic(), value)
+    return value
+
+
+async def _read_balance_once(client: RunComfyClient) -> float | None:
     with anyio.move_on_after(BALANCE_TIMEOUT):
         try:
             balance = await client.balance()

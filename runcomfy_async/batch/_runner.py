@@ -57,6 +57,8 @@ __all__ = ["REPORT_NAME", "BatchRunner", "run_batch"]
 
 logger = logging.getLogger("runcomfy_async")
 
+_FLEET = "\0fleet"  # a job id no manifest has: the fleet's open work
+_REATTACH = 64  # jobs of stopped runners taken over at a time
 #: Jobs offered for cancelling on an interrupt: queued ones, and adopted ones not
 #: checked yet (UNKNOWN: possibly queued; a cancel of a running one is a no-op).
 _MAY_BE_QUEUED = frozenset({JobState.QUEUED, JobState.UNKNOWN})
@@ -142,9 +144,12 @@ class BatchRunner:
 
         Submits already sent are waited for and journaled; jobs still waiting
         for a slot stay planned; jobs still running are left running and
-        reported ``in_flight``: run again to resume.
+        reported ``in_flight``: run again to resume. The progress bar draws
+        its last frame now (it would overwrite what the caller prints next).
         """
         self._interrupted = True
+        if self._ctx is not None:
+            self._ctx.close_display()
         if self._stop is not None:
             self._stop.set()
         if self._stage is not None:
@@ -241,7 +246,7 @@ class BatchRunner:
 
     async def _run(self, started: float) -> BatchReport:
         await anyio.to_thread.run_sync(lambda: self.out_dir.mkdir(parents=True, exist_ok=True))
-        journal = await Journal.open(self.out_dir)
+        journal = await self._open_journal()
         try:
             plan = await self._prepare(journal)
             try:
@@ -256,6 +261,18 @@ class BatchRunner:
             self.journal_calls = journal.calls
             self.journal_commits = journal.commits
         return report
+
+    async def _open_journal(self) -> Journal:
+        o = self.options
+        if o.journal is None:
+            return await Journal.open(self.out_dir)
+        source = self.manifest.source
+        key = o.batch_key or (Path(source).name if source else None)
+        if not key:
+            raise ValueError("a shared journal needs a batch_key (the manifest has no file name)")
+        return await Journal.open(
+            o.journal, batch_key=key, max_in_flight=o.concurrency, lease_seconds=o.lease_seconds
+        )
 
     # -- preparing ---------------------------------------------------------------------
 
@@ -290,14 +307,22 @@ class BatchRunner:
             await journal.requeue(entry.id)
         for entry, request_id in plan.adopt:
             await journal.adopt(entry.id, request_id)
+        if journal.shared:
+            # Accepted jobs are other runners' while they live: this run takes
+            # over only those of runners that stopped (_follow_fleet), and
+            # re-fetches no file another runner saved elsewhere.
+            adopted = {e.id for e, _ in plan.adopt}
+            plan.track = [(e, r) for e, r in plan.track if e.id in adopted]
+            plan.download = []
         if plan.not_in_manifest:
             logger.warning(
                 "%d job(s) in the journal are not in this manifest; they are left alone",
                 plan.not_in_manifest,
             )
-        removed = await anyio.to_thread.run_sync(cleanup_partials, self.out_dir)
-        if removed:
-            logger.info("removed %d partial download(s) of an earlier run", removed)
+        if not journal.shared:  # in a shared directory, others may be downloading now
+            removed = await anyio.to_thread.run_sync(cleanup_partials, self.out_dir)
+            if removed:
+                logger.info("removed %d partial download(s) of an earlier run", removed)
         self._ctx = RunContext(
             entries=self._entries,
             out_dir=self.out_dir,
@@ -349,6 +374,9 @@ class BatchRunner:
         ctx.open = set(ctx.unsent)
         ctx.open.update(e.id for e, _ in plan.track)
         ctx.open.update(e.id for e, _ in plan.download)
+        fleet = ctx.journal.shared
+        if fleet:
+            ctx.open.add(_FLEET)  # settled by _follow_fleet once the whole batch is
         if not ctx.open:
             return
         ctx.bar = self._make_bar(plan)
@@ -390,6 +418,8 @@ class BatchRunner:
                 if stop.is_set():
                     stage.halt()
                 tg.start_soon(stage.run)
+                if fleet:
+                    tg.start_soon(self._follow_fleet, ctx, client, stage)
                 try:
                     await _first_of(ctx.all_done, stop)
                 except anyio.get_cancelled_exc_class():
@@ -439,6 +469,46 @@ class BatchRunner:
         async with anyio.create_task_group() as tg:
             for job_id, job in queued.items():
                 tg.start_soon(one, job_id, job)
+
+    async def _follow_fleet(
+        self, ctx: RunContext, client: RunComfyClient, stage: SubmitStage
+    ) -> None:
+        """With a shared journal: take over the accepted jobs of runners that stopped, and end
+        the run only once no other runner holds an unsettled job (it may stop too).
+
+        Self-contained: the rest of the runner sees re-attached jobs as resumed ones.
+        """
+        journal = ctx.journal
+        interval = min(1.0, self.options.lease_seconds / 3)
+        while True:
+            rows = await journal.reattach(_REATTACH)
+            for row in rows:
+                entry = ctx.entries.get(row.id)
+                if entry is None or row.request_id is None:
+                    continue
+                # Planned when this run began (so counted as this run's to send),
+                # then sent by a runner that died: no longer this stage's to settle.
+                ctx.unsent.discard(row.id)
+                ctx.open.add(row.id)
+                if row.state is JournalState.SUBMITTED:
+                    ctx.resumed += 1
+                    ctx.start_wait(entry, client.track(row.request_id, entry.model))
+                else:  # finished: its files are still to fetch
+                    ctx.downloads.send_nowait((entry, row.result or {}, row.request_id))
+            if len(rows) == _REATTACH:
+                continue
+            if ctx.open == {_FLEET} and stage.finished.is_set():
+                # After a fatal error (bad token, no balance) this runner leaves
+                # the rest to the others; else it waits for the whole batch.
+                fleet_done = ctx.fatal_error is None and not await journal.open_elsewhere()
+                if fleet_done:
+                    # Nobody downloads any more: partial files left are a dead runner's.
+                    await anyio.to_thread.run_sync(cleanup_partials, self.out_dir)
+                if fleet_done or ctx.fatal_error is not None:
+                    ctx.open.discard(_FLEET)
+                    ctx.all_done.set()
+                    return
+            await anyio.sleep(interval)
 
     @staticmethod
     async def _show_states(ctx: RunContext) -> None:

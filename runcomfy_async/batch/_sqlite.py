@@ -35,6 +35,7 @@ import anyio.to_thread
 import attrs
 
 from .._errors import IllegalTransitionError, JournalError
+from ._commit import GroupCommit
 from ._rows import (
     COLUMNS,
     TIME_COLUMNS,
@@ -114,7 +115,7 @@ def _is_locked(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
-class SQLiteEngine:
+class SQLiteEngine(GroupCommit):
     """The SQLite journal of one output directory; :meth:`open` it, :meth:`aclose` it.
 
     Every coroutine returns once its write is committed and fsynced. Raises
@@ -290,26 +291,6 @@ class SQLiteEngine:
             # nobody waits for cost a share of a commit, not a commit each.
             self._flush_within(_SOON_SECONDS if soon else _DEFER_SECONDS)
         return pending.future
-
-    def _flush_within(self, seconds: float) -> None:
-        """Make sure a flush starts within ``seconds``."""
-        if self._flusher is not None and not self._flusher.done():
-            return
-        loop = asyncio.get_running_loop()
-        due = loop.time() + seconds
-        if self._timer is not None:
-            if self._timer.when() <= due:
-                return
-            self._timer.cancel()
-        self._timer = loop.call_at(due, self._start_flush)
-
-    def _start_flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._pending and (self._flusher is None or self._flusher.done()):
-            loop = asyncio.get_running_loop()
-            self._flusher = loop.create_task(self._flush(), name="runcomfy-async journal")
 
     async def _flush(self) -> None:
         while self._pending:

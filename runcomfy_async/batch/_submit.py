@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import collections
 import logging
+import socket
 import time
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
 
 from .._client import RunComfyClient
-from .._errors import SubmitOutcomeUnknown
+from .._errors import APIUnreachableError, SubmitOutcomeUnknown, TransportError
 from ._context import RunContext
 from ._lifecycle import error_text, submit_fate
 from ._manifest import ManifestEntry
@@ -30,6 +32,29 @@ logger = logging.getLogger("runcomfy_async")
 _WORKERS = 8  # submits under way at once (each may wait for a slot, a token, a commit)
 _CLAIM = 128  # planned jobs claimed from the journal at a time
 _LOW = 2 * _WORKERS  # claim the next ones when fewer are ready (a claim waits for a commit)
+# Connection failures (certainly not sent), with nothing accepted yet, before the
+# API's host is probed once; if it cannot be reached either, the run stops.
+_UNREACHABLE_AFTER = 3
+_PROBE_TIMEOUT = 10.0  # the client's connect timeout
+
+
+def _api_address(base_url: str) -> tuple[str, int]:
+    parts = urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.hostname or "", port
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"the name does not resolve: {exc.strerror or exc}"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {_PROBE_TIMEOUT:.0f} s"
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(exc) or type(exc).__name__
 
 
 class _Stopped(Exception):
@@ -57,8 +82,11 @@ class SubmitStage:
         self._ready: collections.deque[ManifestEntry] = collections.deque()
         self._exhausted = False
         self._claiming = anyio.Lock()
+        self._claim_scope: anyio.CancelScope | None = None  # a claim may wait (a fleet's)
         self._live: set[_Attempt] = set()
         self._tg: anyio.abc.TaskGroup | None = None
+        self._connect_failures = 0  # since the last probe, while nothing was accepted
+        self._probing = False
 
     async def run(self) -> None:
         """Submit until every planned job went, or :meth:`halt`; then settle what did not go."""
@@ -80,6 +108,8 @@ class SubmitStage:
         journaled.
         """
         self.halted = True
+        if self._claim_scope is not None:
+            self._claim_scope.cancel()
         for attempt in self._live:
             if not attempt.sending:
                 attempt.scope.cancel()
@@ -107,7 +137,13 @@ class SubmitStage:
         async with self._claiming:
             if len(self._ready) >= _LOW or self._exhausted or self.halted:
                 return
-            ids = await self.ctx.journal.claim(_CLAIM)
+            # A shared journal's claim waits while other runners hold planned
+            # jobs: halting stops that wait (claimed rows are handed back on close).
+            with anyio.CancelScope() as self._claim_scope:
+                ids = await self.ctx.journal.claim(_CLAIM)
+            self._claim_scope = None
+            if self.halted:
+                return
             if not ids:
                 self._exhausted = True
             # Planned rows of jobs not in this manifest are left alone.
@@ -121,7 +157,16 @@ class SubmitStage:
 
         async def before_send() -> None:
             if attempt.sending:
-                return  # the same submit sent again (certainly rejected before): still marked
+                # The same submit sent again: the last try certainly created nothing
+                # (not connected, or refused). Maybe the API cannot be reached at all.
+                self._connect_failed()
+                if self.halted:
+                    raise _Stopped
+                return  # still marked 'submitting'
+            if self.halted:
+                raise _Stopped
+            # A fleet's shared cap: wait (still stoppable) until it has room.
+            await ctx.journal.wait_for_room()
             if self.halted:
                 raise _Stopped
             attempt.sending = True
@@ -145,7 +190,11 @@ class SubmitStage:
                         before_send=before_send,
                     )
                 except _Stopped:
-                    pass
+                    if attempt.sending:
+                        # Stopped between two tries: the last one certainly created nothing.
+                        await ctx.journal.mark_submit_failed(
+                            entry.id, JournalState.PLANNED, self._stop_reason()
+                        )
                 except Exception as exc:
                     await self._failed(entry, exc, sent=attempt.sending)
                     return
@@ -166,7 +215,40 @@ class SubmitStage:
                 ctx.submitting -= 1
                 ctx.show()
 
+    def _stop_reason(self) -> str:
+        fatal = self.ctx.fatal_error
+        if fatal is not None:
+            return "not sent: " + error_text(fatal)
+        return "not sent: the run stopped"
+
+    def _connect_failed(self) -> None:
+        """A submit certainly did not land: after a few with nothing accepted, probe the host."""
+        if self.ctx.submitted or self.halted or self._probing:
+            return
+        self._connect_failures += 1
+        if self._connect_failures >= _UNREACHABLE_AFTER and self._tg is not None:
+            self._probing = True
+            self._tg.start_soon(self._probe)
+
+    async def _probe(self) -> None:
+        """Connect to the API's host once: if that fails too, stop (every submit would)."""
+        base_url = self.client.base_url.rstrip("/")
+        host, port = _api_address(base_url)
+        try:
+            with anyio.fail_after(_PROBE_TIMEOUT):
+                stream = await anyio.connect_tcp(host, port)
+            await stream.aclose()
+        except (OSError, TimeoutError) as exc:
+            if not self.ctx.submitted:
+                self._fatal(APIUnreachableError(base_url, host, port, _why(exc)))
+        finally:
+            # Reachable after all (e.g. the tries were refused with 429): probe again later.
+            self._connect_failures = 0
+            self._probing = False
+
     async def _failed(self, entry: ManifestEntry, exc: Exception, *, sent: bool) -> None:
+        if isinstance(exc, TransportError) and not exc.request_sent:
+            self._connect_failed()
         fate = submit_fate(exc, sent=sent)
         if fate.state is JournalState.UNKNOWN and not isinstance(exc, SubmitOutcomeUnknown):
             # We cannot tell whether the request left: never guess "not sent".

@@ -7,8 +7,9 @@ import asyncio
 import sys
 from typing import Any
 
+from .._errors import APIUnreachableError
 from ..batch import BatchOptions, BatchRunner, ManifestError
-from ._common import EXIT_INTERRUPTED, UsageError, make_client, print_error
+from ._common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, make_client, print_error
 from ._inputs import dry_run, input_options, print_skipped
 from ._interrupt import ask_in_thread, install_interrupt
 
@@ -43,6 +44,9 @@ async def cmd_batch(args: argparse.Namespace) -> int:
             cancel_on_interrupt=args.cancel_on_interrupt,
             confirm_cancel=confirm if interactive else None,
             job_timeout=args.job_timeout,
+            journal=args.journal,
+            batch_key=args.batch_key,
+            lease_seconds=args.lease,
             **input_options(args),  # checks, prices, --force: cli/_inputs.py (h-inputs2)
         )
         runner = BatchRunner(args.manifest, args.out, options)
@@ -57,13 +61,15 @@ async def cmd_batch(args: argparse.Namespace) -> int:
         return await dry_run(args, runner, _LIMIT)
 
     def first_interrupt() -> None:
+        # Stop first: the bar draws its last frame and goes quiet, so this
+        # line (and the question that may follow) stays on screen.
+        runner.stop()
         print(
             "\nStopping: no new submits; recording the ones in flight (Ctrl-C again to quit at "
             "once). Rerun the same command to resume.",
             file=sys.stderr,
             flush=True,
         )
-        runner.stop()
 
     client_options: dict[str, Any] = {"max_in_flight": args.concurrency, "include_cost": True}
     if args.requests_per_second is not None:
@@ -83,7 +89,26 @@ async def cmd_batch(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     finally:
         remove()
+    fatal = runner.fatal_error
+    debug = bool(getattr(args, "debug", False))
+    if isinstance(fatal, APIUnreachableError):
+        # Every job stopped for the same reason: say it once, not once a job.
+        print(
+            f"Batch of {len(report.jobs)} jobs in {report.out_dir}: nothing was submitted "
+            f"({report.elapsed:.1f} s). Rerun the same command once the API can be reached."
+            f"\nReport: {report.report_path}"
+        )
+        print_error(fatal, debug=debug)
+        return EXIT_USAGE
     print(report.summary())
-    if runner.fatal_error is not None:
-        print_error(runner.fatal_error, debug=bool(getattr(args, "debug", False)))
+    in_flight = report.counts.get("in_flight", 0)
+    if in_flight and getattr(args, "emulator", False):
+        # The embedded emulator ends with this command, and its jobs with it.
+        print(
+            f"\nnote: --emulator serves from inside this command: its {in_flight} job(s) in "
+            "flight end with it. A rerun finds them unknown to its new emulator (404, "
+            "failed); add --retry-failed to submit them again."
+        )
+    if fatal is not None:
+        print_error(fatal, debug=debug)
     return max(report.exit_code, print_skipped(runner))

@@ -82,7 +82,9 @@ async def make_client(args: argparse.Namespace, **options: Any) -> AsyncIterator
                 yield client
         return
     if not os.environ.get("RUNCOMFY_API_TOKEN"):
-        raise UsageError("no API token: set RUNCOMFY_API_TOKEN (or try --emulator)")
+        # Only the commands that have --emulator suggest it.
+        hint = " (or try --emulator)" if hasattr(args, "emulator") else ""
+        raise UsageError(f"no API token: set RUNCOMFY_API_TOKEN{hint}")
     if scale is not None:
         options.setdefault("poll", PollPolicy(time_scale=scale))
     async with RunComfyClient(base_url=args.base_url, **options) as client:

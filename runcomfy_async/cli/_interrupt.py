@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -25,10 +26,15 @@ def ask_in_thread(question: str) -> asyncio.Future[bool]:
             fut.set_result(answer)
 
     def ask() -> None:
+        # The question goes to standard error, where the progress bar and the
+        # "Stopping" line are (input() would use standard output, or readline's).
         try:
-            answer = input(question).strip().lower() in ("y", "yes")
-        except (EOFError, OSError, RuntimeError):
-            answer = False
+            sys.stderr.write(question)
+            sys.stderr.flush()
+            line = sys.stdin.readline()
+        except (OSError, RuntimeError, ValueError):
+            line = ""
+        answer = line.strip().lower() in ("y", "yes")
         with contextlib.suppress(RuntimeError):  # the loop may be gone
             loop.call_soon_threadsafe(settle, answer)
 

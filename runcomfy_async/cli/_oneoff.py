@@ -10,10 +10,11 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from .._api import check_request_id
 from .._models import Result
 from ..batch import Downloader
 from ..batch._download import output_names
-from ._common import EXIT_FAILED, EXIT_OK, make_client, read_input
+from ._common import EXIT_FAILED, EXIT_OK, UsageError, make_client, read_input
 
 __all__ = ["cmd_cancel", "cmd_result", "cmd_run", "cmd_status", "cmd_submit"]
 
@@ -60,7 +61,19 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _request_id(args: argparse.Namespace) -> str:
+    """The REQUEST_ID argument, checked before a token is asked for (a usage error)."""
+    try:
+        return check_request_id(args.request_id)
+    except ValueError:
+        raise UsageError(
+            f"not a request id: {args.request_id!r} (an id the API gave, e.g. printed by "
+            "'runcomfy-async submit': letters, digits, '.', '_', ':' and '-')"
+        ) from None
+
+
 async def cmd_status(args: argparse.Namespace) -> int:
+    _request_id(args)
     async with make_client(args) as client:
         status = await client.status(args.request_id)
     if args.json:
@@ -72,6 +85,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def cmd_result(args: argparse.Namespace) -> int:
+    _request_id(args)
     async with make_client(args) as client:
         result = await client.result(args.request_id, include_cost=args.include_cost)
     print(json.dumps(dict(result.raw), indent=2))
@@ -79,6 +93,7 @@ async def cmd_result(args: argparse.Namespace) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
+    _request_id(args)
     async with make_client(args) as client:
         outcome = await client.cancel(args.request_id)
     if outcome.cancelled:

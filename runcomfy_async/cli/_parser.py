@@ -250,6 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--requests-per-second", type=_positive_float, metavar="R",
         help="API request budget (default 20; unlimited with --emulator)",
     )  # fmt: skip
+    # -- a fleet: one journal in PostgreSQL shared by runners on any machines --
+    p.add_argument(
+        "--journal", metavar="postgresql://...",
+        help="keep the journal in PostgreSQL: every runner given the same URL and batch key "
+        "drains the batch together, and --concurrency is the fleet's in-flight cap "
+        "(default: SQLite in --out; needs the [postgres] extra)",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-key", metavar="KEY",
+        help="names the batch in a --journal database (default: the manifest's file name)",
+    )  # fmt: skip
+    p.add_argument(
+        "--lease", type=_positive_float, default=30.0, metavar="SECONDS",
+        help="with --journal: how long a runner that stopped keeps its jobs before the "
+        "others take them over (default 30)",
+    )  # fmt: skip
     _add_input_options(p)
 
     for name, helptext in (

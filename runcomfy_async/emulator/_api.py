@@ -136,10 +136,12 @@ class ApiOrigin:
         closing: asyncio.Event,
         max_jobs_per_token: int | None = None,
         registry: Registry | None = None,
+        echo_model_id: bool = False,
     ) -> None:
         self.board = board
         #: the specs submits are validated with (the catalog's: bundled + synthetic)
         self.registry = registry
+        self.echo_model_id = echo_model_id
         self.injector = injector
         self.counters = counters
         self.tokens = tokens
@@ -301,11 +303,18 @@ class ApiOrigin:
             detail = [{"loc": ["body"], "msg": message, "input": None}]
         return _error(422, message, 422001, detail=detail)
 
+    def _echo(self, body: dict[str, Any], job: Job) -> None:
+        # Not in the documented answers (extra keys are allowed there): an option, so a
+        # client can tell a request id that now names another job.
+        if self.echo_model_id:
+            body["model_id"] = job.model_id
+
     async def _status(self, request: web.Request, token: str) -> web.StreamResponse:
         job = self._lookup(request, token)
         if isinstance(job, web.Response):
             return job
         body: dict[str, Any] = {"request_id": job.request_id, "status": route_status(job)}
+        self._echo(body, job)
         position = self.board.queue_position(job)
         if position is not None:
             body["queue_position"] = position
@@ -317,6 +326,7 @@ class ApiOrigin:
         if isinstance(job, web.Response):
             return job
         body: dict[str, Any] = {"request_id": job.request_id, "status": result_status(job)}
+        self._echo(body, job)
         if not job.terminal:
             return _json(200, body)
         if job.state == "succeeded":

@@ -85,7 +85,10 @@ class Emulator:
     - ``catalog_models``: extra :class:`SyntheticModel` entries (schema and
       price) the catalog routes list besides the package's bundled specs;
     - ``balance_usd``: what the balance route answers (``emu.catalog.balance_usd``;
-      10,000 USD by default, so only a test that asks meets the balance check).
+      10,000 USD by default, so only a test that asks meets the balance check);
+    - ``echo_model_id``: add each request's ``model_id`` to its status and
+      result answers (not in the documented answers; a client can then tell
+      a request id reused for another job, e.g. by a seeded emulator).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Emulator:
         max_jobs_per_token: int | None = None,
         catalog_models: Collection[SyntheticModel] = (),
         balance_usd: float = DEFAULT_BALANCE_USD,
+        echo_model_id: bool = False,
     ) -> None:
         tokens = (token,) if isinstance(token, str) else tuple(token)
         if not tokens or not all(isinstance(t, str) and t for t in tokens):
@@ -149,6 +153,7 @@ class Emulator:
             closing=self._closing,
             max_jobs_per_token=max_jobs_per_token,
             registry=self.catalog.registry,
+            echo_model_id=echo_model_id,
         )
         self._storage = StorageOrigin(
             board=self._board, injector=self._injector, counters=self.counters

@@ -1,19 +1,13 @@
 """A batch journal in PostgreSQL that several runners drain together.
 
 Install the extra: ``pip install runcomfy-async[postgres]``. The SQLite
-journal stays the embedded default; use :class:`PostgresJournal` when one
-batch runs on several processes or machines.
+journal stays the embedded default; name a ``postgresql://`` URL as the
+batch's journal (``runcomfy-async batch MANIFEST --journal postgresql://...``,
+or ``BatchOptions(journal=...)``) when one batch runs on several processes or
+machines. :class:`PostgresEngine` is the journal engine behind it.
 """
 
-from ._pg import FleetError, IllegalTransition, NotOwner, PostgresJournal
-from ._states import ALLOWED, FleetRow, FleetState
+from .._errors import JobHeldElsewhereError
+from ._pg import PostgresEngine
 
-__all__ = [
-    "ALLOWED",
-    "FleetError",
-    "FleetRow",
-    "FleetState",
-    "IllegalTransition",
-    "NotOwner",
-    "PostgresJournal",
-]
+__all__ = ["JobHeldElsewhereError", "PostgresEngine"]

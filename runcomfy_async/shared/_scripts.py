@@ -7,7 +7,7 @@ when a token is due or a lease has expired.
 
 The bucket is a hash with the fields
 
-``tokens``, ``stamp``           the token bucket, refilled lazily at ``rate``
+``tokens``, ``stamp``           the token bucket, refilled at ``rate`` (burst: half a second's)
 ``rate``                        the current (adapted) rate, requests per second
 ``paused_until``                nobody gets a token before (a 429's Retry-After)
 ``last_cut``                    when the rate was last halved (once a second at most)
@@ -46,7 +46,10 @@ local min_rate = tonumber(ARGV[2])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'stamp', 'rate', 'paused_until',
   'last_cut', 'last_limited', 'peak', 'win_start', 'win_total', 'win_checks')
 local rate = tonumber(b[3]) or max_rate
-local function burst_for(r) return math.max(1, math.min(r, 100)) end
+-- Half a second's worth (the in-memory budget allows a second's): the grants of
+-- many processes reach the server with uneven delays, and a burst as big as the
+-- server's own would land right at its edge.
+local function burst_for(r) return math.max(1, math.min(r / 2, 50)) end
 local tokens = tonumber(b[1]) or burst_for(rate)
 local stamp = tonumber(b[2]) or now
 local paused = tonumber(b[4]) or 0
@@ -78,7 +81,8 @@ ACQUIRE = (
     + """
 -- KEYS[2]: waiting submitters. ARGV[3]: priority (0 submit, 1 cancel, 2 check),
 -- ARGV[4]: this waiter's id, ARGV[5]: the checks' guaranteed share of grants.
--- Returns 0 when a token was granted, else microseconds to wait before asking again.
+-- Returns {0, rate} when a token was granted, else {microseconds to wait before
+-- asking again, rate}.
 local prio = tonumber(ARGV[3])
 local waiter = ARGV[4]
 local share = tonumber(ARGV[5])
@@ -112,7 +116,7 @@ if wait > 0 and prio < 2 then
   redis.call('ZADD', KEYS[2], now + wait + 2, waiter)
 end
 save()
-return math.ceil(wait * 1000000)
+return {math.ceil(wait * 1000000), tostring(rate)}
 """
 )
 
@@ -139,10 +143,11 @@ return tostring(rate)
 RATE_LIMITED = (
     _PRELUDE
     + """
--- ARGV[3]: Retry-After in seconds, or a negative number when the answer had none.
+-- ARGV[3]: Retry-After in seconds, or a negative number when the answer had none;
+-- ARGV[4]: how many 429s this reports (a batch of them is one signal).
 -- Halves the shared rate at most once a second and pauses every process.
 local retry_after = tonumber(ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'rate_limited', 1)
+redis.call('HINCRBY', KEYS[1], 'rate_limited', tonumber(ARGV[4]) or 1)
 if now >= paused and now - last_cut >= 1 then
   last_cut = now
   last_limited = rate
@@ -162,7 +167,7 @@ ACQUIRE_SLOT = """
 -- KEYS[1]: the slots, KEYS[2]: the adapted capacity. ARGV: lease id, lease length in
 -- ms, configured capacity, force (1: adopt past capacity). Expired leases (their
 -- process died) are dropped first.
--- Returns 1 when the lease was taken, 0 when the cap is full.
+-- Returns {1, capacity} when the lease was taken, {0, capacity} when the cap is full.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -171,25 +176,24 @@ cap = math.min(cap, tonumber(redis.call('HGET', KEYS[2], 'capacity')) or cap)
 if ARGV[4] == '1' or redis.call('ZCARD', KEYS[1]) < cap then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2 + 1000)
-  return 1
+  return {1, cap}
 end
-return 0
+return {0, cap}
 """
 
 RENEW = """
 -- KEYS[1]: the slots. ARGV[1]: lease length in ms, ARGV[2..]: leases to extend.
--- Returns the leases that were gone (expired and reclaimed): their slots are lost.
+-- Returns the leases that were gone (expired, their slot reclaimed): they are taken
+-- back, even past the cap, since their jobs are still in flight.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lost = {}
 for i = 2, #ARGV do
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and tonumber(score) > now then
-    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
-  else
-    redis.call('ZREM', KEYS[1], ARGV[i])
+  if not score or tonumber(score) <= now then
     table.insert(lost, ARGV[i])
   end
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i])
 end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2 + 1000)
 return lost
