@@ -60,6 +60,7 @@ from runcomfy_async import PollPolicy, RunComfyClient
 HERE = Path(__file__).resolve().parent
 KLING = "kling/kling-3.0/standard/image-to-video"
 UNSEEN = "acme/never-seen-video-model"
+UNSEEN_LN = "acme/never-seen-longtail-model"
 IMAGE = "https://images.example.com/start/frame-0001.png"
 
 
@@ -236,7 +237,12 @@ def client_options(spec: dict[str, Any]) -> dict[str, Any]:
     at the client's default; ``policy_ts`` None leaves the policy unscaled (the
     client is not told the server's time scale)."""
     options: dict[str, Any] = {"max_in_flight": spec["conc"]}
-    if spec.get("rate", "default") != "default":
+    if spec.get("rate", "default") == "scaled":
+        # The default budget on the server's clock: 20/s and its 200/s ceiling
+        # become 20/ts and 200/ts (a time-scaled run is that much denser).
+        options["requests_per_second"] = 20.0 / spec["ts"]
+        options["max_requests_per_second"] = 200.0 / spec["ts"]
+    elif spec.get("rate", "default") != "default":
         options["requests_per_second"] = spec["rate"]
     policy_ts = spec.get("policy_ts", spec["ts"])
     options["poll"] = PollPolicy() if policy_ts is None else PollPolicy(time_scale=policy_ts)
@@ -485,6 +491,9 @@ def summarize(name: str, n: int, raw: dict[str, Any], c0: dict[str, int], c1: di
         "makespan_s": raw["makespan"],
         "share_429": limited / requests if requests else 0.0,
         "jobs_created": c1["jobs_created"] - c0["jobs_created"],
+        "results": len(raw["lags"]),
+        "sporadic_429": c1.get("fault_429", 0) - c0.get("fault_429", 0),
+        "limit_429": c1.get("rate_limited", 0) - c0.get("rate_limited", 0),
         "server_makespan_s": raw.get("server_makespan"),
         "makespan_over_server": raw["makespan"] / raw["server_makespan"]
         if raw.get("server_makespan")
@@ -543,6 +552,87 @@ NAMED: dict[str, dict[str, Any]] = {
         ],
         "cols": _LAG,
     },
+    "burst-lognormal": {
+        "title": "burst with lognormal durations (median 110 s, sigma 0.4, 30-400 s), no "
+        "server queue, time scale 0.25 told; target: p95 lag <= 0.10 of age",
+        "jobs": 400,
+        "quick_jobs": 100,
+        "config": {
+            "time_scale": 0.25,
+            "workers": _MANY,
+            "seed": 16,
+            "lognormal": {KLING: [110, 0.4, 30, 400], UNSEEN_LN: [110, 0.4, 30, 400]},
+        },
+        "approaches": [
+            (
+                "default settings (scaled)",
+                {"kind": "ours", "model": KLING, "conc": 10_000, "rate": "scaled"},
+            ),
+            (
+                "unseen model",
+                {"kind": "ours", "model": UNSEEN_LN, "conc": 10_000, "rate": "scaled"},
+            ),
+        ],
+        "cols": _LAG,
+    },
+    "burst-random": {
+        "title": "burst on a random-order queue (200 workers, 400 jobs, 60-200 s), time "
+        "scale 0.25 told; target: p95 lag <= 0.10 of age",
+        "jobs": 400,
+        "quick_jobs": 100,
+        "config": {
+            "time_scale": 0.25,
+            "workers": 200,
+            "seed": 17,
+            "queue": "random",
+            "uniform": {KLING: [60, 200]},
+        },
+        "approaches": [
+            (
+                "default settings (scaled)",
+                {"kind": "ours", "model": KLING, "conc": 10_000, "rate": "scaled"},
+            ),
+        ],
+        "cols": _LAG,
+    },
+    "burst-lifo": {
+        "title": "burst on a LIFO queue (200 workers, 400 jobs, 60-200 s), time scale 0.25 "
+        "told; target: p95 lag <= 0.10 of age",
+        "jobs": 400,
+        "quick_jobs": 100,
+        "config": {
+            "time_scale": 0.25,
+            "workers": 200,
+            "seed": 18,
+            "queue": "lifo",
+            "uniform": {KLING: [60, 200]},
+        },
+        "approaches": [
+            (
+                "default settings (scaled)",
+                {"kind": "ours", "model": KLING, "conc": 10_000, "rate": "scaled"},
+            ),
+        ],
+        "cols": _LAG,
+    },
+    "burst-fifo": {
+        "title": "the same on a FIFO queue (the reference for random and LIFO)",
+        "jobs": 400,
+        "quick_jobs": 100,
+        "config": {
+            "time_scale": 0.25,
+            "workers": 200,
+            "seed": 17,
+            "uniform": {KLING: [60, 200]},
+        },
+        "approaches": [
+            (
+                "default settings (scaled)",
+                {"kind": "ours", "model": KLING, "conc": 10_000, "rate": "scaled"},
+            ),
+        ],
+        "cols": _LAG,
+    },
     "fast": {
         "title": "an unseen 1-4 s model, real time, no time scale; target: p95 lag <= 0.25 "
         "of age, makespan <= 1.2x the server's",
@@ -562,9 +652,9 @@ NAMED: dict[str, dict[str, Any]] = {
         "cols": [*_LAG, "makespan_over_server"],
     },
     "faults": {
-        "title": "an unseen 6-20 s model in real time, 3% sporadic 429, 10% 5xx, 5% drops "
-        "(no outage yet: needs an emulator option), default settings; target: every "
-        "accepted job ends, within 3x the fault-free makespan, p95 lag <= 0.25 of age",
+        "title": "an unseen 6-20 s model in real time, 3% sporadic 429, 10% 5xx, 5% drops, "
+        "a 3 s outage 5 s in, default settings; target: every accepted job ends, within "
+        "3x the fault-free makespan, p95 lag <= 0.25 of age",
         "jobs": 500,
         "quick_jobs": 150,
         "config": {
@@ -572,6 +662,7 @@ NAMED: dict[str, dict[str, Any]] = {
             "workers": _MANY,
             "seed": 12,
             "uniform": {UNSEEN: [6, 20]},
+            "outage": [5.0, 3.0],
             "faults": {
                 "rate_429": 0.03,
                 "retry_after": 1.0,
@@ -588,7 +679,7 @@ NAMED: dict[str, dict[str, Any]] = {
                 {"kind": "ours", "model": UNSEEN, "conc": 10_000, "policy_ts": None},
             ),
         ],
-        "cols": [*_LAG, "jobs_created"],
+        "cols": [*_LAG, "jobs_created", "results", "sporadic_429"],
     },
     "faultfree": {
         "title": "the faults scenario without faults (its makespan reference)",
@@ -638,7 +729,13 @@ NAMED: dict[str, dict[str, Any]] = {
         "jobs": 200,
         "quick_jobs": 100,
         "config": {"time_scale": 0.1, "workers": _MANY, "seed": 15, "uniform": {KLING: [60, 200]}},
-        "approaches": [("default settings", {"kind": "ours", "model": KLING, "conc": 20})],
+        "approaches": [
+            ("default settings", {"kind": "ours", "model": KLING, "conc": 20}),
+            (
+                "default settings (scaled)",
+                {"kind": "ours", "model": KLING, "conc": 20, "rate": "scaled"},
+            ),
+        ],
         "cols": [
             "approach",
             "requests_per_job",
@@ -649,18 +746,8 @@ NAMED: dict[str, dict[str, Any]] = {
     },
 }
 
-#: The issue's scenarios that need emulator options not there yet (the option
-#: names are the ones we expect the emulator to grow).
-NEEDS_EMULATOR: dict[str, str] = {
-    "burst-lognormal": "burst with lognormal durations: ModelProfile.lognormal(median, sigma) "
-    "(_emuproc config 'lognormal': {model: [median, sigma]})",
-    "burst-random": "burst on a random-order queue: Emulator(queue='random') "
-    "(_emuproc config 'queue': 'random'), with workers below the jobs so a queue forms",
-    "burst-lifo": "burst on a LIFO queue: Emulator(queue='lifo')",
-    "faults-outage": "faults with a 3 s outage: _emuproc config 'outage': [at_s, seconds] "
-    "calling Emulator.outage()",
-    "account": "a per-account limit: Emulator(account_workers=N) or Faults(account_limit=N)",
-}
+#: Every scenario of issue 10 now runs on the emulator's options; none waits.
+NEEDS_EMULATOR: dict[str, str] = {}
 
 
 def main() -> int:
@@ -680,6 +767,11 @@ def main() -> int:
         + " (and, once the emulator has the options, "
         + ", ".join(NEEDS_EMULATOR)
         + ")",
+    )
+    parser.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="fanout and ratelimit: our client only, no per-job polling loops",
     )
     parser.add_argument("--out", default=str(HERE / "results" / "bench_scheduler.json"))
     args = parser.parse_args()
@@ -752,7 +844,7 @@ def main() -> int:
                 ),
                 ("per-job loop, 2 s", {**base, "kind": "naive", "model": KLING, "interval": 2.0}),
                 ("per-job loop, 0.5 s", {**base, "kind": "naive", "model": KLING, "interval": 0.5}),
-            ],
+            ][: 2 if args.no_baselines else None],
             n,
         )
         report["fanout"] = rows
@@ -803,8 +895,8 @@ def main() -> int:
             config,
             [
                 (
-                    "runcomfy-async (default budget)",
-                    {**base, "kind": "ours", "model": KLING, "rate": 20 / ts3},
+                    "runcomfy-async (default budget, scaled)",
+                    {**base, "kind": "ours", "model": KLING, "rate": "scaled"},
                 ),
                 (
                     "runcomfy-async (no budget set)",

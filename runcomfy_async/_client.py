@@ -129,7 +129,10 @@ class RunComfyClient:
       submits wait); lowered automatically while the server answers 429.
       Every submit of this client, a batch's included, shares this one limit.
     - ``requests_per_second``: the shared request budget for submits and
-      checks (adapts down on 429; None: unlimited until the first 429).
+      checks, where it starts (adapts down on a real 429 and up while the
+      server allows more; None: unlimited until the first 429).
+    - ``max_requests_per_second``: the ceiling the budget may grow to (None:
+      200/s); see ``_limits.py`` for the policy.
     - ``limits``: the budget and in-flight limit as one object (see
       :class:`Limits`), e.g. one shared by many clients or processes; when
       given, ``max_in_flight`` and ``requests_per_second`` are not used, and
@@ -162,6 +165,7 @@ class RunComfyClient:
         base_url: str | None = None,
         max_in_flight: int = 64,
         requests_per_second: float | None = 20.0,
+        max_requests_per_second: float | None = None,
         poll: PollPolicy | None = None,
         retry: RetryPolicy | None = None,
         connect_timeout: float = 10.0,
@@ -179,7 +183,9 @@ class RunComfyClient:
         self._owns_limits = limits is None
         if limits is None:
             limits = MemoryLimits(
-                requests_per_second=requests_per_second, max_in_flight=max_in_flight
+                requests_per_second=requests_per_second,
+                max_in_flight=max_in_flight,
+                max_requests_per_second=max_requests_per_second,
             )
         if token is None:
             token = os.environ.get("RUNCOMFY_API_TOKEN") or os.environ.get("RUNCOMFY_TOKEN")
@@ -369,7 +375,13 @@ class RunComfyClient:
         if self._scheduler is None:
             if self._state is _State.CLOSED:
                 raise ClientStateError(self._closed_message())
-            self._scheduler = PollScheduler(self._api, self._poll, include_cost=self._include_cost)
+            cap = self._cap
+            self._scheduler = PollScheduler(
+                self._api,
+                self._poll,
+                include_cost=self._include_cost,
+                slots_waiting=lambda: getattr(cap, "waiting", 0) > 0,
+            )
         return self._scheduler
 
     @property

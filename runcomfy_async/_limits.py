@@ -5,16 +5,48 @@ batch through the client) uses nothing else, so a shared implementation (one
 backed by Redis, for many processes on one account) can replace the in-memory
 default, :class:`MemoryLimits`, with ``RunComfyClient(limits=...)``.
 
-The request budget
-------------------
+The request budget (the whole policy, in one place)
+---------------------------------------------------
 
-Every request the client sends takes a token first. Submits are served before
-checks, so polling never starves new work. The rate adapts: a 429 halves it
-and pauses everyone for the server's ``Retry-After``; successes win it back,
-quickly up to 90% of the rate that last drew a 429 and slowly up to that rate,
-so a client settles just under the server's limit instead of probing it every
-few seconds (and quickly again once past it: that 429 was no rate limit).
-Waiting costs no task: a single timer wakes the next waiters.
+Every request the client sends takes a token first, from one token bucket
+(:class:`RequestBudget`): ``rate`` tokens a second, at most a second's worth
+(and at most 100) at once. RunComfy documents no rate limit, so the starting
+rate (``requests_per_second``, 20) is a guess the budget revisits both ways:
+
+1. **Who goes first.** Submits, then cancels, then checks; but while checks
+   wait behind other requests, every ``1 / check_share``-th token (a quarter
+   by default) goes to a check. A backlog of submits never starves the jobs
+   already running (a job nobody checks is a result nobody collects).
+2. **Up: additive increase.** While callers wait for tokens (there is demand
+   past the rate) and no real limit was hit, the rate grows by ``increase``
+   requests/s every second (a quarter of the starting rate: 20 -> 200 in
+   36 s), up to ``max_rate`` (``max_requests_per_second``; default 200/s).
+   Near the rate that last drew a real 429 (within 10% of it) it grows ten
+   times slower; past that without a new 429, that limit is stale and it
+   grows at full speed again. Without demand it never grows: a rate not
+   used proves nothing.
+3. **Proven rates.** A rate sustained for ``PROVE_SECONDS`` (and about as
+   many seconds' worth of answers) without a real 429 is *proven*.
+4. **Real limit or sporadic 429?** A 429 is a *real* limit when 429s
+   cluster (``CLUSTER`` of the last ``RECENT`` answers), when the server's
+   ``Retry-After`` grew since its last 429, or when the rate is above the
+   last proven one (a probe past the limit). Then the rate is cut, once a
+   second at most: to half, or back to the proven rate when a probe failed
+   alone, and every request pauses for the ``Retry-After``. Any other 429 is
+   *sporadic* (isolated, at a rate the server has sustained: 3% of answers
+   at random, say): it changes neither the rate nor anyone else's timing,
+   and only the refused request waits for its ``Retry-After`` (the
+   scheduler's backoff, or the submit's retry). So sporadic 429s cannot
+   ratchet the rate down to ``min_rate``.
+5. **Winning back.** Below the starting rate after a cut, each success wins
+   back 2% (fast) up to 90% of the rate that drew the cut, then 0.1% (slow)
+   up to it, then fast again: a client settles just under a server's limit
+   instead of probing it every few seconds.
+6. ``rate=None``: unlimited until the first 429, then never above what drew
+   it (or ``max_rate``, if given).
+
+The scheduler reads ``rate``, ``burst`` and ``level`` to spread checks that
+come due together ahead of time (``_timing.spread_checks``).
 
 The in-flight limit
 -------------------
@@ -37,7 +69,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-import heapq
 import itertools
 import time
 from collections.abc import Callable
@@ -68,6 +99,17 @@ def _loop_clock() -> float:
 
 #: Seconds within which further 429s do not cut the rate again.
 CUT_INTERVAL = 1.0
+#: How many recent answers the budget remembers, and how many 429s among them
+#: make a cluster (a real limit): at a 3% sporadic rate, 3 of 16 happens
+#: for about one 429 in fourteen (a cut the rate wins back in seconds).
+RECENT = 16
+CLUSTER = 3
+#: The window (seconds) over which the budget measures what it sends and what
+#: the server sustained without a real 429 (two seconds: a server's burst
+#: allowance alone does not look like its rate).
+PROVE_SECONDS = 2.0
+#: The default ceiling of additive increase, requests per second.
+DEFAULT_MAX_RATE = 200.0
 
 
 class Priority(enum.IntEnum):
@@ -192,41 +234,77 @@ class Ticket:
 class RequestBudget:
     """An adaptive token bucket shared by every request of one client.
 
-    ``rate`` is the starting and highest rate in requests per second (None: no
-    limit until the server answers 429, then the observed rate is the ceiling);
-    ``min_rate`` the floor it never adapts below.
+    ``rate`` is the starting rate in requests per second (None: no limit
+    until the server answers 429); ``max_rate`` the ceiling additive increase
+    may reach (None: :data:`DEFAULT_MAX_RATE`, or ``rate`` if higher; the
+    rate of an unlimited budget never exceeds what drew its 429, or
+    ``max_rate`` if given); ``min_rate`` the floor it never adapts below;
+    ``increase`` the additive increase in requests per second, per second
+    of demand (default a quarter of ``rate``); ``check_share`` the share of
+    tokens guaranteed to checks while submits wait. The policy is in the
+    module docstring.
     """
 
     __slots__ = (
+        "_answered",
         "_burst",
+        "_candidate",
+        "_check_credit",
+        "_checkpoint",
         "_clock",
         "_closed",
+        "_good",
+        "_increase",
         "_last_cut",
         "_last_limited_rate",
+        "_last_retry_after",
         "_max_rate",
         "_min_rate",
+        "_ok",
         "_paused_until",
         "_peak_limited_rate",
         "_rate",
+        "_recent",
+        "_recent_429",
         "_seq",
+        "_share_429",
         "_stamp",
+        "_start",
         "_timer",
         "_tokens",
         "_waiters",
+        "check_share",
         "granted",
         "rate_limited",
+        "sporadic_429",
     )
 
     def __init__(
         self,
         rate: float | None = 50.0,
         *,
+        max_rate: float | None = None,
         min_rate: float = 0.5,
+        increase: float | None = None,
+        check_share: float = 0.25,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self._max_rate = rate
+        if rate is not None and not rate > 0:
+            raise ValueError("rate must be positive or None")
+        if max_rate is not None and not max_rate > 0:
+            raise ValueError("max_rate must be positive or None")
+        if not 0.0 <= check_share <= 1.0:
+            raise ValueError("check_share must be within [0, 1]")
+        if rate is None:
+            self._max_rate = max_rate
+        else:
+            self._max_rate = max_rate if max_rate is not None else max(rate, DEFAULT_MAX_RATE)
+            rate = min(rate, self._max_rate)
+        self._start = rate
         self._rate = rate if rate is not None else float("inf")
         self._min_rate = min_rate
+        self._increase = increase if increase is not None else 0.25 * (rate or 20.0)
+        self.check_share = check_share
         self._clock = clock or _loop_clock
         self._stamp = self._clock()
         self._burst = self._burst_for(self._rate)
@@ -235,11 +313,36 @@ class RequestBudget:
         self._last_cut = float("-inf")
         self._last_limited_rate: float | None = None
         self._peak_limited_rate = 0.0
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._last_retry_after: float | None = None
+        # The highest answer rate the server sustained (answers within the
+        # last PROVE_SECONDS) without a real 429: a 429 while sending no
+        # faster is sporadic unless 429s cluster.
+        # The configured rate counts as proven until a real 429 says otherwise
+        # (it is the user's word); an unlimited budget has nothing proven.
+        self._good = rate if rate is not None else 0.0
+        # Promotion waits a window: the rate measured at one checkpoint
+        # becomes proven at the next if no real 429 came between (else a
+        # probe would prove itself while it runs).
+        self._candidate = 0.0
+        self._checkpoint = self._stamp
+        # The long-run share of 429s (sporadic ones set it): a cluster is
+        # counted above what that share alone would give.
+        self._share_429 = 0.0
+        self._answered: collections.deque[float] = collections.deque()  # every answer
+        self._ok: collections.deque[float] = collections.deque()  # answers not 429
+        # The last RECENT answers (True: a 429), for clustering.
+        self._recent: collections.deque[bool] = collections.deque(maxlen=RECENT)
+        self._recent_429 = 0
+        self._check_credit = 0.0
+        # Waiters per priority, first come first served within one.
+        self._waiters: dict[int, collections.deque[asyncio.Future[None]]] = {
+            int(p): collections.deque() for p in Priority
+        }
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self.granted = 0
         self.rate_limited = 0
+        self.sporadic_429 = 0
         self._closed = False
 
     def __repr__(self) -> str:
@@ -254,10 +357,37 @@ class RequestBudget:
         return self._rate
 
     @property
+    def burst(self) -> float:
+        """The bucket's size: how many tokens may go out at once."""
+        return self._burst
+
+    @property
+    def level(self) -> float:
+        """Tokens in the bucket now (for planning: ``_timing.spread_checks``)."""
+        self._refill(self._clock())
+        return self._tokens
+
+    @property
+    def headroom(self) -> bool:
+        """True while additive increase may still raise the rate: below its
+        ceiling, and no real rate limit met yet. The scheduler spreads checks
+        ahead of time only without headroom (demand past the rate raises it)."""
+        ceiling = self._ceiling()
+        return self._last_limited_rate is None and self._rate < ceiling
+
+    @property
+    def max_rate(self) -> float | None:
+        """The ceiling of additive increase (None: an unlimited budget never limited)."""
+        return self._max_rate
+
+    @property
     def waiting(self) -> int:
         """How many callers are waiting for a token."""
-        # Cancelled waiters stay in the heap until they reach its head: skip them.
-        return sum(1 for _, _, fut in self._waiters if not fut.done())
+        # Cancelled waiters stay queued until they reach the head: skip them.
+        return sum(1 for q in self._waiters.values() for fut in q if not fut.done())
+
+    def _has_waiters(self) -> bool:
+        return any(self._waiters.values())
 
     @staticmethod
     def _burst_for(rate: float) -> float:
@@ -273,21 +403,22 @@ class RequestBudget:
         self._stamp = now
 
     async def acquire(self, priority: Priority = Priority.CHECK) -> None:
-        """Wait for a token; higher priorities (lower values) are served first.
+        """Wait for a token; submits before cancels before checks, but checks
+        get at least ``check_share`` of the tokens while submits wait.
 
         Raises ClientStateError once the budget is closed.
         """
         if self._closed:
             raise ClientStateError("the client is closed")
         now = self._clock()
-        if not self._waiters and now >= self._paused_until:
+        if not self._has_waiters() and now >= self._paused_until:
             self._refill(now)
             if self._tokens >= 1.0:
                 self._tokens -= 1.0
                 self.granted += 1
                 return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (int(priority), next(self._seq), fut))
+        self._waiters[int(priority)].append(fut)
         self._arm()
         try:
             await fut
@@ -299,70 +430,180 @@ class RequestBudget:
             raise
 
     def _arm(self) -> None:
-        if self._timer is not None or not self._waiters:
+        if self._timer is not None or not self._has_waiters():
             return
         now = self._clock()
         self._refill(now)
         wait = max(self._paused_until - now, 0.0)
         if self._tokens < 1.0 and self._rate != float("inf"):
-            wait = max(wait, (1.0 - self._tokens) / self._rate)
+            # At least a microsecond: a token short by a rounding error would
+            # otherwise arm a timer the clock cannot tell from now, forever.
+            wait = max(wait, (1.0 - self._tokens) / self._rate, 1e-6)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(wait, self._wake)
+
+    def _next_waiter(self) -> asyncio.Future[None] | None:
+        """The waiter the next token goes to (dropping cancelled ones), or None."""
+        queues = self._waiters
+        for q in queues.values():
+            while q and q[0].done():
+                q.popleft()
+        checks = queues[int(Priority.CHECK)]
+        others = [q for p, q in queues.items() if p != int(Priority.CHECK) and q]
+        if checks and others:
+            # Contested: checks earn a share of the tokens, so a submit
+            # backlog never starves the jobs already running.
+            self._check_credit += self.check_share
+            if self._check_credit >= 1.0:
+                self._check_credit -= 1.0
+                return checks.popleft()
+            return others[0].popleft()
+        if others:
+            return others[0].popleft()
+        return checks.popleft() if checks else None
 
     def _wake(self) -> None:
         self._timer = None
         now = self._clock()
         if now >= self._paused_until:
             self._refill(now)
-            while self._waiters and self._tokens >= 1.0:
-                _, _, fut = heapq.heappop(self._waiters)
-                if fut.done():  # cancelled while waiting
-                    continue
+            while self._tokens >= 1.0:
+                fut = self._next_waiter()
+                if fut is None:
+                    break
                 self._tokens -= 1.0
                 self.granted += 1
                 fut.set_result(None)
-        # Drop cancelled waiters at the head so they do not keep the timer armed.
-        while self._waiters and self._waiters[0][2].done():
-            heapq.heappop(self._waiters)
+        for q in self._waiters.values():
+            while q and q[0].done():
+                q.popleft()
         self._arm()
 
+    def _note(self, limited: bool) -> None:
+        self._share_429 += (float(limited) - self._share_429) / 200.0
+        recent = self._recent
+        if len(recent) == recent.maxlen and recent[0]:
+            self._recent_429 -= 1
+        recent.append(limited)
+        if limited:
+            self._recent_429 += 1
+
+    @staticmethod
+    def _per_second(times: collections.deque[float], now: float) -> float:
+        """Entries per second over the last ``PROVE_SECONDS`` (dropping older ones)."""
+        while times and times[0] <= now - PROVE_SECONDS:
+            times.popleft()
+        return len(times) / PROVE_SECONDS
+
     def on_success(self) -> None:
-        """Record an answer that was not a 429: win back rate, fast then slowly."""
-        limit = self._last_limited_rate
-        if limit is None:  # never limited: nothing to win back
+        """Record an answer that was not a 429: win back rate, and probe upward under demand."""
+        self._note(False)
+        now = self._clock()
+        self._answered.append(now)
+        self._ok.append(now)
+        sustained = self._per_second(self._ok, now)
+        if now - self._checkpoint >= PROVE_SECONDS:
+            # The server took ``candidate`` a window ago, and no real 429 since.
+            self._good = max(self._good, min(self._candidate, sustained))
+            self._candidate = sustained
+            self._checkpoint = now
+        if self._rate == float("inf"):
             return
-        # Without a configured rate, the highest rate that drew a 429 is the ceiling.
-        ceiling = self._max_rate if self._max_rate is not None else self._peak_limited_rate
+        limit = self._last_limited_rate
+        ceiling = self._ceiling()
         if self._rate >= ceiling:
             return
-        # Below 90% of the rate that drew the last 429, recover by 2% a request
-        # (fast); up to that rate, by 0.1% (slow probing of a limit we hit).
-        # Past it without a new 429, that 429 was no rate limit (a concurrency
-        # limit, a hiccup): fast again, or sporadic 429s would ratchet the rate
-        # down to min_rate for good.
-        step = 0.001 if 0.9 * limit <= self._rate < limit else 0.02
-        # At low rates a relative step alone would take minutes to recover.
-        self._set_rate(min(ceiling, self._rate + max(self._rate * step, step)))
+        start = self._start if self._start is not None else self._peak_limited_rate
+        if limit is not None and 0.9 * limit <= self._rate < 1.1 * limit:
+            # Near the rate that last drew a real 429: 0.1% a request, so a
+            # client settles just under a server's limit and probes it about
+            # once a thousand answers (past the starting rate only under demand).
+            cap = ceiling if self._has_waiters() else min(ceiling, start)
+            if self._rate < cap:
+                self._set_rate(min(cap, self._rate * 1.001))
+            return
+        if self._rate < start and limit is not None:
+            # Winning back what a 429 took (and past 1.1x that rate without a
+            # new 429, it was no rate limit): 2% a request, at least 0.02/s,
+            # or recovery at low rates would take minutes.
+            self._set_rate(min(ceiling, start, self._rate + max(self._rate * 0.02, 0.02)))
+            return
+        if not self._has_waiters():
+            return  # no demand past the rate: a rate not used proves nothing
+        # Additive increase: ``increase`` requests/s per second of demand
+        # (one success is 1/rate of a second).
+        self._set_rate(min(ceiling, self._rate + self._increase / self._rate))
+
+    def _ceiling(self) -> float:
+        if self._max_rate is not None:
+            return self._max_rate
+        return self._peak_limited_rate  # an unlimited budget: what drew its 429
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        """Record a 429: halve the rate (at most once a second) and pause for Retry-After."""
+        """Record a 429: a real limit cuts the rate and pauses everyone; a sporadic one neither.
+
+        Real: 429s cluster (``CLUSTER`` of the last ``RECENT`` answers), the
+        Retry-After grew, or the rate was above the last proven one (a probe
+        past the limit). Sporadic: an isolated 429 at a proven rate.
+        """
         self.rate_limited += 1
+        self._note(True)
         now = self._clock()
+        grew = (
+            retry_after is not None
+            and self._last_retry_after is not None
+            and retry_after > self._last_retry_after
+        )
+        self._last_retry_after = retry_after
+        if now >= self._paused_until:
+            # (While paused nothing new goes out: these answers were sent before the cut.)
+            self._answered.append(now)
+        sending = self._per_second(self._answered, now)
+        expected = 2.0 * self._share_429 * RECENT  # what sporadic 429s alone would put there
+        clustered = self._recent_429 >= CLUSTER + round(expected) or grew
+        # Sending faster than the server has sustained: a probe past its limit,
+        # unless the sporadic share alone explains this 429.
+        probing = sending > 1.05 * self._good and self._recent_429 >= 1 + round(expected)
+        if not (clustered or probing):
+            # Isolated, at a rate the server has sustained: not its limit.
+            # The request's own retry honours its Retry-After; nobody else waits.
+            self.sporadic_429 += 1
+            return
         if now >= self._paused_until and now - self._last_cut >= CUT_INTERVAL:
             # A burst of 429s (from requests already in flight, or within a
             # second) is one signal, not many: cut once.
             self._last_cut = now
+            # What drew it: the rate actually sent where a second of answers
+            # says so (the budget's rate may be far above the demand).
             observed = self._rate if self._rate != float("inf") else self._observed_rate()
+            if sending * PROVE_SECONDS >= 5:
+                observed = min(observed, sending)
+            target = observed * 0.5
+            took = self._per_second(self._ok, now)
+            if took * PROVE_SECONDS >= 5:
+                # What the server took while refusing the rest: its limit, about.
+                target = max(target, 0.9 * took)
+                observed = min(observed, max(took, target))
             self._last_limited_rate = observed
             self._peak_limited_rate = max(self._peak_limited_rate, observed)
-            self._set_rate(max(self._min_rate, observed * 0.5))
+            if probing and not clustered and 0.95 * self._good > target:
+                # A probe that failed alone: back just under the proven rate,
+                # which stays proven.
+                target = 0.95 * self._good
+            else:
+                self._good = min(self._good, target)  # what it sustained was no limit
+            self._candidate = 0.0
+            self._checkpoint = now
+            self._answered.clear()
+            self._ok.clear()
+            self._set_rate(max(self._min_rate, target))
             self._tokens = min(self._tokens, 0.0)
         pause = retry_after if retry_after is not None else 1.0 / max(self._rate, 1e-9)
         self._paused_until = max(self._paused_until, now + pause)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._waiters:
+        if self._has_waiters():
             self._arm()
 
     def _observed_rate(self) -> float:
@@ -371,8 +612,7 @@ class RequestBudget:
         return 100.0
 
     def _set_rate(self, rate: float) -> None:
-        now = self._clock()
-        self._refill(now)
+        self._refill(self._clock())
         self._rate = rate
         self._burst = self._burst_for(rate)
         self._tokens = min(self._tokens, self._burst)
@@ -386,14 +626,15 @@ class RequestBudget:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for _, _, fut in self._waiters:
-            if not fut.done():
-                # Not fut.cancel(): that would raise CancelledError in a caller's
-                # task that nobody cancelled.
-                fut.set_exception(
-                    ClientStateError("the client was closed while this request waited")
-                )
-        self._waiters.clear()
+        for q in self._waiters.values():
+            for fut in q:
+                if not fut.done():
+                    # Not fut.cancel(): that would raise CancelledError in a caller's
+                    # task that nobody cancelled.
+                    fut.set_exception(
+                        ClientStateError("the client was closed while this request waited")
+                    )
+            q.clear()
 
 
 class SlotLimit:
@@ -427,6 +668,11 @@ class SlotLimit:
     def capacity(self) -> int:
         """Slots available now (at most the configured ``max_in_flight``)."""
         return self._capacity
+
+    @property
+    def waiting(self) -> int:
+        """How many callers wait for a slot (the scheduler then checks near-done jobs tighter)."""
+        return sum(1 for fut in self._waiters if not fut.done())
 
     async def acquire(self) -> None:
         """Wait for a slot, first come first served."""
@@ -484,16 +730,22 @@ class MemoryLimits:
     """The default :class:`Limits`: a :class:`RequestBudget` and a :class:`SlotLimit` in memory.
 
     ``requests_per_second`` starts the budget (None: unlimited until the first
-    429); ``max_in_flight`` caps jobs in flight. One process, one account.
+    429); ``max_requests_per_second`` is the ceiling it may grow to while the
+    server allows more (None: 200/s, see the module docstring);
+    ``max_in_flight`` caps jobs in flight. One process, one account.
     """
 
     __slots__ = ("_budget", "_slots")
 
     def __init__(
-        self, *, requests_per_second: float | None = 20.0, max_in_flight: int = 64
+        self,
+        *,
+        requests_per_second: float | None = 20.0,
+        max_in_flight: int = 64,
+        max_requests_per_second: float | None = None,
     ) -> None:
         self._slots = SlotLimit(max_in_flight)
-        self._budget = RequestBudget(requests_per_second)
+        self._budget = RequestBudget(requests_per_second, max_rate=max_requests_per_second)
 
     def __repr__(self) -> str:
         return f"<MemoryLimits {self._budget!r} {self._slots!r}>"

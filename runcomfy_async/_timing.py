@@ -64,11 +64,10 @@ class PollPolicy:
 
     - ``lag_fraction`` / ``max_lag``: a finished job is noticed within this
       fraction of its age, and never later than ``max_lag``.
-    - ``min_interval``: never check one job more often than this.
     - ``priors``: model id -> minimum plausible duration, used until learned.
-    - ``probe_first_check``, ``probes_per_round``: until a model has a
-      success, probe rounds check a few of its jobs early, rotating through
-      them: the first round this long after submit, then geometrically (ratio
+    - ``probes_per_round``: until a model has a success, probe rounds check
+      a few of its jobs early, rotating through them: the first round
+      :meth:`first_probe` after submit, then geometrically (ratio
       ``1 + lag_fraction``). For a model with no prior, one job in
       ``probe_share`` of the waiting ones a round, between 2 and
       ``probes_per_round`` (the rest wait for what the probes learn).
@@ -89,17 +88,22 @@ class PollPolicy:
       started while an older job of its model was still queued; one check of
       the oldest queued job then stands for every younger one, and while jobs
       queue, ``frontier_probes`` checks a round near the start frontier date
-      every job's start (see ``_polling/_frontier.py``).
+      every job's start (see ``_polling/_frontier.py``). The scheduler
+      verifies the order as it goes and turns the inference off for a model
+      whose queue breaks it (``_queue_inference.py``).
+    - ``fetch_queue_positions``: check queued jobs on the status route, which
+      carries ``queue_position`` (for ``Job.queue_position`` and events); a
+      finished job then costs a second request on the result route, so it is
+      off by default, and listeners alone never turn it on.
     - ``time_scale``: multiplies every duration above (priors too); the
       emulator's ``time_scale`` goes here so tests run in milliseconds.
 
     Scale-free timing (:meth:`plan_next`, :meth:`first_probe`,
-    :meth:`probe_count`, :meth:`interval_floor`; the fields below). These
-    replace the fixed seconds ``min_interval`` and ``probe_first_check``,
-    which assume a video model (a 2 s image model would get one check at
-    5 s): every interval is a share of the model's known or learned minimum
-    or of the job's age, and the only absolute seconds left are floors that
-    protect the server.
+    :meth:`probe_count`, :meth:`interval_floor`; the fields below). Every
+    interval is a share of the model's known or learned minimum or of the
+    job's age (a 2 s image model is checked in tenths of a second, a 2
+    minute video model in seconds), and the only absolute seconds left are
+    floors that protect the server.
 
     - ``server_floor``: never check one job more often than this, whatever
       the model (seconds; tiny: it protects the server, not the budget).
@@ -124,9 +128,7 @@ class PollPolicy:
 
     lag_fraction: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
     max_lag: float = attrs.field(default=15.0, validator=attrs.validators.gt(0))
-    min_interval: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
     priors: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_PRIORS))
-    probe_first_check: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     probes_per_round: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     probe_share: int = attrs.field(default=25, validator=attrs.validators.ge(1))
     verify_probes_per_round: int = attrs.field(default=2, validator=attrs.validators.ge(0))
@@ -138,6 +140,7 @@ class PollPolicy:
     max_check_failures: int = attrs.field(default=20, validator=attrs.validators.ge(1))
     not_found_confirmations: int = attrs.field(default=2, validator=attrs.validators.ge(1))
     assume_fifo_queue: bool = True
+    fetch_queue_positions: bool = False
     frontier_probes: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     time_scale: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     server_floor: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
@@ -158,18 +161,6 @@ class PollPolicy:
     def scaled(self, seconds: float) -> float:
         """``seconds`` in this policy's time scale."""
         return seconds * self.time_scale
-
-    def next_check(self, *, now: float, submitted: float, earliest: float | None) -> float:
-        """When to check a job that was not done at ``now`` (legacy: fixed ``min_interval``).
-
-        ``earliest`` is the job's earliest plausible completion (None: unknown).
-        :meth:`plan_next` is the scale-free form; this one stays until the
-        dispatcher calls that one.
-        """
-        base = now if earliest is None else max(now, earliest)
-        age = max(base - submitted, 0.0)
-        gap = min(self.lag_fraction * age, self.scaled(self.max_lag))
-        return base + max(gap, self.scaled(self.min_interval))
 
     def interval_floor(self, minimum: float | None) -> float:
         """The least time between two checks of one job of a model whose minimum is ``minimum``.

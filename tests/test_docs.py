@@ -165,7 +165,7 @@ def test_the_scheduler_figure_shows_the_checks_the_default_policy_makes() -> Non
     expected = []
     now = 0.0
     while True:
-        now = policy.next_check(now=now, submitted=0.0, earliest=prior)
+        now = policy.plan_next(now=now, submitted=0.0, earliest=prior, minimum=prior)
         if now > 200.0:
             break
         expected.append(round(now, 1))

@@ -130,9 +130,11 @@ def test_unknown_model_parks_jobs_until_a_probe_succeeds() -> None:
         return api, checks_before
 
     api, checks_before = run_virtual(main)
-    # Before anything finished only probe rounds ran, 2 jobs a round (one in
-    # 25 waiting, at least 2), not 50: geometric rounds from 5 s to 90 s.
-    rounds = math.log(90 / 5) / math.log(1.1) + 1
+    # Before anything finished only probe rounds ran, at most 2 jobs a round
+    # (one in 25 waiting, at least 2; ramped from 1), not 50: geometric rounds
+    # from the scale-free first probe (probe_floor) to 90 s.
+    first = PollPolicy().first_probe(None)
+    rounds = math.log(90 / first) / math.log(1.1) + 1
     assert 0 < checks_before <= 2 * rounds + 2
     assert api.checks < 50 * 10
 
@@ -273,7 +275,7 @@ def test_tracking_the_same_id_twice_returns_one_record() -> None:
 def test_listeners_see_state_changes_with_queue_position() -> None:
     async def main() -> list[JobEvent]:
         api = FakeAPI(workers=1)
-        sched = PollScheduler(api, PollPolicy())
+        sched = PollScheduler(api, PollPolicy(fetch_queue_positions=True))
         events: list[JobEvent] = []
         sched.add_listener(events.append)
         now = asyncio.get_running_loop().time()
@@ -341,7 +343,7 @@ def test_a_listener_never_traps_a_finished_job_on_the_status_route() -> None:
     # queue_position); once it says terminal, the result route must follow.
     async def main() -> tuple[FakeAPI, Tracked]:
         api = FakeAPI(workers=1)
-        sched = PollScheduler(api, PollPolicy())
+        sched = PollScheduler(api, PollPolicy(fetch_queue_positions=True))
         sched.add_listener(lambda _: None)
         now = asyncio.get_running_loop().time()
         api.add("a", 70.0, now=now)
@@ -355,6 +357,31 @@ def test_a_listener_never_traps_a_finished_job_on_the_status_route() -> None:
     api, t = run_virtual(main)
     assert isinstance(t.outcome, Result)
     assert api.status_checks < 20
+
+
+def test_a_listener_alone_costs_no_request() -> None:
+    # Without a policy asking for queue positions, a listener sees the same
+    # states from the result route: no status checks, the same request count.
+    async def main(listen: bool) -> tuple[FakeAPI, list[JobEvent]]:
+        api = FakeAPI(workers=2)
+        sched = PollScheduler(api, PollPolicy())
+        events: list[JobEvent] = []
+        if listen:
+            sched.add_listener(events.append)
+        now = asyncio.get_running_loop().time()
+        tracked = []
+        for i in range(6):
+            api.add(f"j{i}", 70.0 + i, now=now)
+            tracked.append(sched.track(f"j{i}", KLING))
+        await asyncio.gather(*(t.waiter for t in tracked))
+        await sched.aclose()
+        return api, events
+
+    quiet, _ = run_virtual(lambda: main(False))
+    watched, events = run_virtual(lambda: main(True))
+    assert watched.status_checks == 0
+    assert watched.checks == quiet.checks
+    assert {e.state for e in events} >= {JobState.QUEUED, JobState.SUCCEEDED}
 
 
 def test_job_events_can_be_built_outside_a_loop() -> None:
@@ -386,7 +413,7 @@ def test_an_unseen_model_learns_even_when_results_carry_no_timestamps() -> None:
 def test_every_check_spends_exactly_one_budget_ticket() -> None:
     async def main() -> FakeAPI:
         api = FakeAPI(workers=4)
-        sched = PollScheduler(api, PollPolicy())
+        sched = PollScheduler(api, PollPolicy(fetch_queue_positions=True))
         sched.add_listener(lambda event: None)  # queued jobs take the status route
         now = asyncio.get_running_loop().time()
         tracked = []

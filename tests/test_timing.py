@@ -13,16 +13,16 @@ from runcomfy_async._timing import DEFAULT_PRIORS, ModelLatency, spacing_margin
 
 def test_first_check_comes_a_lag_fraction_after_the_earliest_completion() -> None:
     policy = PollPolicy()
-    due = policy.next_check(now=0.0, submitted=0.0, earliest=60.0)
+    due = policy.plan_next(now=0.0, submitted=0.0, earliest=60.0, minimum=60.0)
     assert due == pytest.approx(66.0)
 
 
 def test_checks_grow_geometrically_with_age() -> None:
     policy = PollPolicy()
-    t = policy.next_check(now=0.0, submitted=0.0, earliest=60.0)
+    t = policy.plan_next(now=0.0, submitted=0.0, earliest=60.0, minimum=60.0)
     times = [t]
     for _ in range(5):
-        t = policy.next_check(now=t, submitted=0.0, earliest=60.0)
+        t = policy.plan_next(now=t, submitted=0.0, earliest=60.0, minimum=60.0)
         times.append(t)
     ratios = [b / a for a, b in itertools.pairwise(times)]
     assert all(r == pytest.approx(1.1) for r in ratios)
@@ -30,20 +30,25 @@ def test_checks_grow_geometrically_with_age() -> None:
 
 def test_gap_is_capped_at_max_lag() -> None:
     policy = PollPolicy(max_lag=15.0)
-    due = policy.next_check(now=1000.0, submitted=0.0, earliest=60.0)
+    due = policy.plan_next(now=1000.0, submitted=0.0, earliest=60.0, minimum=60.0)
     assert due == pytest.approx(1015.0)
 
 
-def test_gap_is_never_below_min_interval() -> None:
-    policy = PollPolicy(min_interval=0.5)
-    due = policy.next_check(now=1.0, submitted=0.0, earliest=None)
-    assert due == pytest.approx(1.5)
+def test_gap_is_never_below_the_interval_floor_of_the_model() -> None:
+    policy = PollPolicy(min_interval_share=0.02, server_floor=0.05)
+    # A 60 s model: 2% of its minimum; nothing known: the server floor.
+    due = policy.plan_next(now=1.0, submitted=0.0, earliest=None, minimum=60.0)
+    assert due == pytest.approx(2.2)
+    due = policy.plan_next(now=0.1, submitted=0.0, earliest=None, minimum=None)
+    assert due == pytest.approx(0.15)
 
 
-def test_time_scale_scales_cap_interval_and_backoff() -> None:
-    policy = PollPolicy(time_scale=0.01, max_lag=15.0, min_interval=0.5, backoff_initial=1.0)
-    assert policy.next_check(now=1000.0, submitted=0.0, earliest=None) == pytest.approx(1000.15)
-    assert policy.next_check(now=0.0, submitted=0.0, earliest=None) == pytest.approx(0.005)
+def test_time_scale_scales_cap_floor_and_backoff() -> None:
+    policy = PollPolicy(time_scale=0.01, max_lag=15.0, server_floor=0.5, backoff_initial=1.0)
+    due = policy.plan_next(now=1000.0, submitted=0.0, earliest=None, minimum=None)
+    assert due == pytest.approx(1000.15)
+    due = policy.plan_next(now=0.0, submitted=0.0, earliest=None, minimum=None)
+    assert due == pytest.approx(0.005)
     assert policy.backoff(1) == pytest.approx(0.01)
 
 
@@ -55,9 +60,9 @@ def test_backoff_doubles_and_caps() -> None:
 @pytest.mark.parametrize("done_at", [60.001, 61.0, 75.0, 99.9, 140.0, 149.0])
 def test_detection_lag_bound_holds_for_any_completion_time(done_at: float) -> None:
     policy = PollPolicy()
-    t = policy.next_check(now=0.0, submitted=0.0, earliest=60.0)
+    t = policy.plan_next(now=0.0, submitted=0.0, earliest=60.0, minimum=60.0)
     while t < done_at:
-        t = policy.next_check(now=t, submitted=0.0, earliest=60.0)
+        t = policy.plan_next(now=t, submitted=0.0, earliest=60.0, minimum=60.0)
     lag = t - done_at
     assert lag <= 0.1 * done_at + 1e-9
     assert lag <= 15.0
@@ -154,11 +159,12 @@ def test_plan_next_checks_a_fast_model_in_tenths_of_a_second() -> None:
     assert due == pytest.approx(1.21)
 
 
-def test_plan_next_matches_the_legacy_rule_where_floors_do_not_bind() -> None:
+def test_plan_next_is_the_age_rule_where_floors_do_not_bind() -> None:
     policy = PollPolicy()
     for now in (0.0, 70.0, 130.0, 1000.0):
-        legacy = policy.next_check(now=now, submitted=0.0, earliest=60.0)
-        assert policy.plan_next(now=now, submitted=0.0, earliest=60.0, minimum=60.0) == legacy
+        base = max(now, 60.0)
+        expected = base + min(0.1 * base, 15.0)
+        assert policy.plan_next(now=now, submitted=0.0, earliest=60.0, minimum=60.0) == expected
 
 
 def test_plan_next_is_tighter_while_slots_are_waiting_up_to_the_likely_end() -> None:

@@ -90,8 +90,20 @@ class FakeAPI:
         self.timestamps = True  # False: results carry no created_at / finished_at
 
     def add(
-        self, request_id: str, duration: float, *, outcome: str = "succeeded", now: float
+        self,
+        request_id: str,
+        duration: float,
+        *,
+        outcome: str = "succeeded",
+        now: float,
+        start: float | None = None,
     ) -> FakeJob:
+        """Add a job created at ``now``; it starts at ``start`` if given (any queue
+        discipline, computed by the test), else when a FIFO worker frees up."""
+        if start is not None:
+            job = FakeJob(now, start, duration, outcome)
+            self.jobs[request_id] = job
+            return job
         start = now
         if self._workers is not None:
             # FIFO worker pool: the job starts when the earliest worker frees up.
@@ -163,6 +175,28 @@ class FakeAPI:
         state = self._state(job, asyncio.get_running_loop().time())
         position = 1 if state == "in_queue" else None
         return Status(request_id, JobState.parse(state), position)
+
+
+def queue_starts(
+    durations: list[float], workers: int, order: str, *, now: float, seed: int = 0
+) -> list[float]:
+    """Start times of jobs all submitted at ``now`` on ``workers`` workers that
+    take queued jobs in ``order``: "fifo", "lifo" or "random"."""
+    index = list(range(len(durations)))
+    if order == "lifo":
+        # The first ``workers`` start at once; later the newest queued goes first.
+        index = index[:workers] + index[workers:][::-1]
+    elif order == "random":
+        head, tail = index[:workers], index[workers:]
+        random.Random(seed).shuffle(tail)
+        index = head + tail
+    free = [now] * workers
+    starts = [0.0] * len(durations)
+    for i in index:
+        start = heapq.heappop(free)
+        starts[i] = start
+        heapq.heappush(free, start + durations[i])
+    return starts
 
 
 def uniform_durations(n: int, low: float, high: float, seed: int = 0) -> list[float]:

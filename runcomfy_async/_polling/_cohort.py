@@ -35,6 +35,7 @@ class ProbeCohorts:
         "_poke",
         "_policy",
         "_probe_due",
+        "_rounds",
     )
 
     def __init__(
@@ -51,6 +52,7 @@ class ProbeCohorts:
         self._cohort: dict[str, collections.deque[Tracked]] = {}
         self._parked = 0  # how many jobs are parked (for the repr)
         self._probe_due: dict[str, float] = {}
+        self._rounds: dict[str, int] = {}  # probe rounds run, per model (ramps the count)
 
     def __repr__(self) -> str:
         return f"<ProbeCohorts models={len(self._cohort)} parked={self._parked}>"
@@ -82,10 +84,7 @@ class ProbeCohorts:
             t.cohort |= _MEMBER
             self._cohort.setdefault(t.model_id, collections.deque()).append(t)
         if t.model_id not in self._probe_due:
-            prior = self._latency(t.model_id).minimum()
-            first = self._policy.scaled(self._policy.probe_first_check)
-            if prior is not None:
-                first = max(first, 0.1 * prior)
+            first = self._policy.first_probe(self._latency(t.model_id).minimum())
             self._probe_due[t.model_id] = t.submitted + first
             self._poke()
 
@@ -107,14 +106,13 @@ class ProbeCohorts:
             if not queue:
                 self._cohort.pop(model_id, None)
                 del self._probe_due[model_id]
+                self._rounds.pop(model_id, None)
                 continue
             if due <= now:
                 unknown = self._latency(model_id).minimum() is None
-                if unknown:
-                    per_round = max(2, -(-len(queue) // policy.probe_share))
-                    per_round = min(per_round, policy.probes_per_round)
-                else:
-                    per_round = policy.verify_probes_per_round
+                rounds = self._rounds.get(model_id, 0)
+                self._rounds[model_id] = rounds + 1
+                per_round = policy.probe_count(len(queue), rounds, unknown=unknown)
                 oldest = queue[0].submitted
                 sampled = 0
                 for _ in range(len(queue)):
@@ -130,7 +128,7 @@ class ProbeCohorts:
                     self._due.push(t, now)
                     sampled += 1
                 if unknown:
-                    due = policy.next_check(now=now, submitted=oldest, earliest=None)
+                    due = policy.plan_next(now=now, submitted=oldest, earliest=None, minimum=None)
                 else:
                     due = oldest + (now - oldest) * policy.verify_ratio
                 self._probe_due[model_id] = due
@@ -144,6 +142,7 @@ class ProbeCohorts:
             return  # nothing learned: the probes must go on, or parked jobs wait forever
         cohort = self._cohort.pop(model_id, None)
         self._probe_due.pop(model_id, None)
+        self._rounds.pop(model_id, None)
         if not cohort:
             return
         for t in cohort:
@@ -158,7 +157,9 @@ class ProbeCohorts:
             due = (
                 now
                 if t.earliest <= now
-                else self._policy.next_check(now=now, submitted=t.submitted, earliest=t.earliest)
+                else self._policy.plan_next(
+                    now=now, submitted=t.submitted, earliest=t.earliest, minimum=minimum
+                )
             )
             if self._due.push(t, due):
                 self._poke()
@@ -171,3 +172,4 @@ class ProbeCohorts:
         self._cohort.clear()
         self._parked = 0
         self._probe_due.clear()
+        self._rounds.clear()

@@ -26,10 +26,11 @@ from typing import Protocol
 import anyio
 
 from .._errors import ClientStateError, JobCancelledError, NotFoundError
-from .._limits import Ticket
+from .._limits import Budget, Ticket
 from .._models import JobState, Result, Status
+from .._queue_inference import QueueOrderMonitor
 from .._retry import MAX_RETRY_AFTER, CheckDecision, cap_retry_after, classify_check
-from .._timing import ModelLatency, PollPolicy
+from .._timing import ModelLatency, PollPolicy, spread_checks
 from ._cohort import ProbeCohorts
 from ._due import DueQueue
 from ._frontier import QueueFrontier
@@ -72,6 +73,8 @@ class PollScheduler:
         *,
         include_cost: bool = False,
         clock: Callable[[], float] | None = None,
+        slots_waiting: Callable[[], bool] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self._api = api
         self.policy = policy
@@ -85,6 +88,14 @@ class PollScheduler:
         self._cohorts = ProbeCohorts(policy, self._due, self.latency, self._poke)
         # Per model, what FIFO order tells about queued jobs (see _frontier.py).
         self._frontiers: dict[str, QueueFrontier] = {}
+        # Per model, whether that FIFO order holds (see _queue_inference.py).
+        self._monitors: dict[str, QueueOrderMonitor] = {}
+        # Does a job wait for an in-flight slot? Then detection lag is idle
+        # slot time, and checks near a job's likely end tighten.
+        self._slots_waiting = slots_waiting or (lambda: False)
+        # The request budget, to spread checks that come due together.
+        self._budget = budget if budget is not None else getattr(api, "budget", None)
+        self._next_spread = float("-inf")
         self._listeners: list[Listener] = []
         self._slots = asyncio.Semaphore(policy.max_concurrent_checks)
         self._runner: asyncio.Task[None] | None = None
@@ -116,12 +127,15 @@ class PollScheduler:
         """What the scheduler has learned of ``model_id`` (created on demand)."""
         model = self._models.get(model_id)
         if model is None:
-            prior = self.policy.priors.get(model_id)
-            model = ModelLatency(
-                None if prior is None else self.policy.scaled(prior), self.policy.learn_after
-            )
-            self._models[model_id] = model
+            model = self._models[model_id] = self.policy.latency_model(model_id)
         return model
+
+    def monitor(self, model_id: str) -> QueueOrderMonitor:
+        """The evidence on whether ``model_id``'s queue runs in submit order (created on demand)."""
+        monitor = self._monitors.get(model_id)
+        if monitor is None:
+            monitor = self._monitors[model_id] = QueueOrderMonitor(model_id)
+        return monitor
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` on every job state change (it must not block)."""
@@ -154,7 +168,7 @@ class PollScheduler:
         now = self._clock()
         t = Tracked(request_id, model_id, now if submitted is None else submitted)
         self._jobs[request_id] = t
-        if fresh and self.policy.assume_fifo_queue:
+        if fresh and self.policy.assume_fifo_queue and self.monitor(model_id).fifo:
             self._frontier(model_id).add(t)
         model = self.latency(model_id)
         minimum = model.minimum()
@@ -165,9 +179,7 @@ class PollScheduler:
                 # A prior is a belief: a few probes verify it until a job succeeds.
                 self._cohorts.join(t)
             t.earliest = t.submitted + minimum
-            self._push(
-                t, self.policy.next_check(now=now, submitted=t.submitted, earliest=t.earliest)
-            )
+            self._push(t, self._plan(t, now, t.earliest))
         self._ensure_running()
         self._emit(t, JobState.QUEUED)
         return t
@@ -212,6 +224,19 @@ class PollScheduler:
 
     # -- scheduling -------------------------------------------------------------
 
+    def _plan(self, t: Tracked, now: float, earliest: float | None) -> float:
+        """When to check ``t``, not done at ``now``: ``plan_next`` at its model's scale."""
+        model = self.latency(t.model_id)
+        likely = model.likely_max()
+        return self.policy.plan_next(
+            now=now,
+            submitted=t.submitted,
+            earliest=earliest,
+            minimum=model.minimum(),
+            slots_waiting=self._slots_waiting(),
+            likely_end=None if likely is None else t.submitted + likely,
+        )
+
     def _push(self, t: Tracked, due: float) -> None:
         if self._due.push(t, due):
             self._poke()
@@ -232,11 +257,12 @@ class PollScheduler:
         minimum = self.latency(t.model_id).minimum()
         if minimum is None:
             return False
-        t.last_not_done = seen_at
-        t.earliest = max(t.earliest or 0.0, seen_at + minimum)
-        due = self.policy.next_check(now=seen_at, submitted=t.submitted, earliest=t.earliest)
-        if due <= now:
+        earliest = max(t.earliest or 0.0, seen_at + minimum)
+        due = self._plan(t, seen_at, earliest)
+        if due <= now or not self.monitor(t.model_id).allow_skip():
             return False
+        t.last_not_done = seen_at
+        t.earliest = earliest
         self._push(t, due)
         return True
 
@@ -255,9 +281,7 @@ class PollScheduler:
             minimum = self.latency(model_id).minimum()
             if minimum is None:
                 continue  # parked: the probe rounds have this model
-            interval = max(
-                self.policy.lag_fraction * minimum, self.policy.scaled(self.policy.min_interval)
-            )
+            interval = self.policy.frontier_interval(minimum)
             picked, due = frontier.round(now, interval, self.policy.frontier_probes)
             if due is None:
                 continue
@@ -267,6 +291,58 @@ class PollScheduler:
                 self._due.push(t, now)
             next_due = due if next_due is None else min(next_due, due)
         return next_due
+
+    def _spread(self, now: float) -> float | None:
+        """Move checks ahead of time where the budget cannot serve them by their due times.
+
+        Jobs submitted together come due together: if more checks fall due in
+        the next ``max_lag`` than the budget can send in it, those sent last
+        would be late, which is detection lag past the bound. Sending some
+        earlier costs at worst a request each (``_timing.spread_checks``).
+        A pass (a scan of the due queue) runs every quarter window while the
+        queue holds more jobs than the budget serves in a window; returns
+        when the next pass is due (None: no pass needed).
+        """
+        budget = self._budget
+        if budget is None:
+            return None
+        rate = budget.rate
+        if not rate < float("inf") or rate <= 0 or getattr(budget, "headroom", False):
+            # Unlimited, or the budget will grow to meet the demand itself
+            # (moving checks ahead for a rate about to rise costs requests).
+            return None
+        window = self.policy.scaled(self.policy.max_lag)
+        burst = float(getattr(budget, "burst", max(1.0, rate)))
+        capacity = burst + rate * window
+        if len(self._due) <= capacity:
+            return None  # even all of them at once would fit
+        if now < self._next_spread:
+            return self._next_spread
+        self._next_spread = now + window / 4
+        due_soon = self._due.within(float("-inf"), now + window)
+        if len(due_soon) <= capacity:
+            return self._next_spread
+        level = getattr(budget, "level", None)
+        sends = spread_checks(
+            [t.due for t in due_soon],
+            rate=rate,
+            burst=max(burst, 1.0),
+            now=now,
+            tokens=None if level is None else float(level),
+        )
+        moved = 0
+        for t, send in zip(due_soon, sends, strict=True):
+            # Never before the job's earliest completion: a check there cannot
+            # find it done, and its answer plans the next from that same
+            # earliest, so the token would be spent for nothing.
+            if t.earliest is not None:
+                send = max(send, t.earliest)
+            if send < t.due:
+                self._due.push(t, send)
+                moved += 1
+        if moved:
+            logger.debug("spread %d checks ahead of time to fit the request budget", moved)
+        return self._next_spread
 
     def _poke(self) -> None:
         wake = self._wake
@@ -313,10 +389,14 @@ class PollScheduler:
                         probe_due = (
                             frontier_due if probe_due is None else min(probe_due, frontier_due)
                         )
+                spread_due = self._spread(now)
                 t = self._due.peek(self._infer_queued)
                 due = t.due if t is not None else None
                 if probe_due is not None:
                     due = probe_due if due is None else min(due, probe_due)
+                if spread_due is not None and due is not None:
+                    # Look ahead: a group of checks is spread before it comes due.
+                    due = min(due, spread_due)
                 if t is None or t.due > now:
                     self._wake = loop.create_future()
                     if due is not None:
@@ -346,16 +426,19 @@ class PollScheduler:
 
     async def _check(self, t: Tracked, ticket: Ticket) -> None:
         self.checks += 1
-        use_status = bool(self._listeners) and t.last_state is JobState.QUEUED
+        # The status route only where the policy asks for queue positions:
+        # a listener alone must not cost a second request per finished job.
+        use_status = self.policy.fetch_queue_positions and t.last_state is JobState.QUEUED
+        sent = self._clock()
         try:
             if use_status:
                 status = await self._api.peek_status(t.request_id, ticket=ticket)
-                self._on_status(t, status)
+                self._on_status(t, status, sent)
             else:
                 result = await self._api.check(
                     t.request_id, include_cost=self._include_cost, ticket=ticket
                 )
-                self._on_result(t, result)
+                self._on_result(t, result, sent)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never let one check stop the scheduler
@@ -366,7 +449,7 @@ class PollScheduler:
 
     # -- outcomes --------------------------------------------------------------
 
-    def _on_status(self, t: Tracked, status: Status) -> None:
+    def _on_status(self, t: Tracked, status: Status, sent: float) -> None:
         now = self._clock()
         t.failures = t.not_found = 0
         t.queue_position = status.queue_position
@@ -376,27 +459,67 @@ class PollScheduler:
             t.last_state = status.state
             self._push(t, now)
             return
-        self._not_done(t, status.state, now)
+        self._not_done(t, status.state, now, sent)
 
-    def _on_result(self, t: Tracked, result: Result) -> None:
+    def _on_result(self, t: Tracked, result: Result, sent: float) -> None:
         now = self._clock()
         t.failures = t.not_found = 0
         if result.status is JobState.SUCCEEDED:
+            self._sighted(t, started=True, sent=sent, answered=now)
             self._observe(t, result, now)
             self._finish(t, result)
         elif result.status.is_terminal:
             self._finish(t, job_error(t.request_id, t.model_id, result))
         else:
-            self._not_done(t, result.status, now)
+            self._not_done(t, result.status, now, sent)
 
-    def _not_done(self, t: Tracked, state: JobState, now: float) -> None:
+    def _sighted(self, t: Tracked, *, started: bool, sent: float, answered: float) -> None:
+        """Tell the model's queue-order monitor; on a certain contradiction, FIFO inference ends."""
+        if t.fifo_order < 0:
+            return  # adopted, or tracked after FIFO was disproved: its place is unknown
+        monitor = self.monitor(t.model_id)
+        if started:
+            broken = monitor.started(t.fifo_order, sent, answered)
+        else:
+            broken = monitor.queued(t.fifo_order, sent, answered)
+        if broken:
+            self._fifo_off(t.model_id, answered)
+
+    def _fifo_off(self, model_id: str, now: float) -> None:
+        """``model_id``'s queue is not FIFO: forget what that order inferred.
+
+        Each job's earliest completion goes back to what its own sightings
+        say, and due times only move forward in time (never later)."""
+        self._frontiers.pop(model_id, None)
+        minimum = self.latency(model_id).minimum()
+        for t in self._jobs.values():
+            if t.model_id != model_id:
+                continue
+            t.fifo_order = -1
+            if t.done or self._cohorts.is_parked(t) or minimum is None:
+                continue
+            earliest = t.submitted + minimum
+            if t.last_state is JobState.QUEUED and t.last_not_done > t.submitted:
+                earliest = max(earliest, t.last_not_done + minimum)
+            t.earliest = earliest
+            if t.checking:
+                continue  # its answer schedules it
+            due = self._plan(t, max(now, t.last_not_done), earliest)
+            if due < t.due:
+                self._push(t, due)
+
+    def _not_done(self, t: Tracked, state: JobState, now: float, sent: float) -> None:
         t.last_not_done = now
         if state is not t.last_state and state is not JobState.UNKNOWN:
             t.last_state = state
             self._emit(t, state)
         elif state is JobState.QUEUED and self._listeners:
             self._emit(t, state)
-        frontier = self._frontiers.get(t.model_id)
+        if state is JobState.QUEUED:
+            self._sighted(t, started=False, sent=sent, answered=now)
+        elif state is JobState.RUNNING:
+            self._sighted(t, started=True, sent=sent, answered=now)
+        frontier = self._frontiers.get(t.model_id)  # the sighting may have dropped it
         if frontier is not None and t not in frontier:
             frontier = None
         if frontier is not None and state is JobState.QUEUED:
@@ -415,14 +538,14 @@ class PollScheduler:
                 frontier.seen_queued(t, now)
         elif state is JobState.RUNNING and frontier is not None:
             frontier.seen_started(t)
-        self._push(t, self.policy.next_check(now=now, submitted=t.submitted, earliest=t.earliest))
+        self._push(t, self._plan(t, now, t.earliest))
 
     def _observe(self, t: Tracked, result: Result, now: float) -> None:
         duration = server_duration(result)
         if duration is None or duration > now - t.submitted + 5.0:
             duration = t.last_not_done - t.submitted  # a lower bound we are sure of
         # Done at its first check: all we know is that this model can be fast.
-        duration = max(duration, self.policy.scaled(self.policy.min_interval))
+        duration = max(duration, self.policy.interval_floor(None))
         moved = self.latency(t.model_id).observe(duration)
         if self._cohorts.probing(t.model_id):
             self._cohorts.end(t.model_id, now)
@@ -444,9 +567,7 @@ class PollScheduler:
                 earliest = max(earliest, t.last_not_done + minimum)
             if t.earliest is None or earliest < t.earliest:
                 t.earliest = earliest
-                due = self.policy.next_check(
-                    now=max(now, t.last_not_done), submitted=t.submitted, earliest=earliest
-                )
+                due = self._plan(t, max(now, t.last_not_done), earliest)
                 if due < t.due:
                     self._push(t, due)
 

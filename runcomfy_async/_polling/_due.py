@@ -59,6 +59,14 @@ class DueQueue:
             return t
         return None
 
+    def within(self, start: float, end: float) -> list[Tracked]:
+        """Live jobs due in ``[start, end]`` (a scan: O(n), for rare planning passes)."""
+        return [
+            t
+            for due, seq, t in self._heap
+            if start <= due <= end and t.seq == seq and not t.done and not t.checking
+        ]
+
     def pop(self) -> None:
         """Remove the head (the job :meth:`peek` returned)."""
         heapq.heappop(self._heap)
