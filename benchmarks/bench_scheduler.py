@@ -245,7 +245,17 @@ def client_options(spec: dict[str, Any]) -> dict[str, Any]:
     elif spec.get("rate", "default") != "default":
         options["requests_per_second"] = spec["rate"]
     policy_ts = spec.get("policy_ts", spec["ts"])
-    options["poll"] = PollPolicy() if policy_ts is None else PollPolicy(time_scale=policy_ts)
+    poll_extra: dict[str, Any] = {}
+    # BENCH_SLOT_LAG_FRACTION=none|<float>: measure the in-flight-cap mode's cost
+    # (PollPolicy.slot_lag_fraction) on any scenario without editing the defaults.
+    slot = os.environ.get("BENCH_SLOT_LAG_FRACTION")
+    if slot is not None:
+        poll_extra["slot_lag_fraction"] = None if slot == "none" else float(slot)
+    options["poll"] = (
+        PollPolicy(**poll_extra)
+        if policy_ts is None
+        else PollPolicy(time_scale=policy_ts, **poll_extra)
+    )
     return options
 
 
