@@ -502,3 +502,31 @@ def test_a_frontier_round_brackets_the_start_boundary_and_settles_when_all_start
         assert frontier.round(30.0, 10.0, 3) == ([], None)
 
     run_virtual(main)
+
+
+async def _run_slot_cohort(durations: list[float], *, workers: int | None, waiting: bool) -> int:
+    api = FakeAPI(workers=workers)
+    sched = PollScheduler(api, PollPolicy(), slots_waiting=lambda: waiting)
+    loop = asyncio.get_running_loop()
+    tracked = []
+    for i, d in enumerate(durations):
+        rid = f"job-{i:05d}"
+        api.add(rid, d, now=loop.time())
+        tracked.append(sched.track(rid, KLING))
+    await asyncio.gather(*(t.waiter for t in tracked))
+    await sched.aclose()
+    return api.checks
+
+
+def test_slot_mode_stands_down_while_the_server_queues_the_model() -> None:
+    # With jobs queued on the server, a slot freed sooner only queues its next
+    # job sooner there: tighter checks would cost requests and buy nothing.
+    durations = uniform_durations(200, 60, 200, seed=4)
+
+    def checks(workers: int | None, waiting: bool) -> int:
+        return run_virtual(lambda: _run_slot_cohort(durations, workers=workers, waiting=waiting))
+
+    # No server queue: the mode engages and pays for its tighter checks.
+    assert checks(None, True) > 1.2 * checks(None, False)
+    # A server queue (20 workers for 200 jobs): it stays out until the queue drains.
+    assert checks(20, True) <= 1.05 * checks(20, False)

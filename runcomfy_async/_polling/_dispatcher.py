@@ -233,9 +233,20 @@ class PollScheduler:
             submitted=t.submitted,
             earliest=earliest,
             minimum=model.minimum(),
-            slots_waiting=self._slots_waiting(),
+            slots_waiting=self._slots_waiting() and not self._server_queue(t.model_id, now),
             likely_end=None if likely is None else t.submitted + likely,
         )
+
+    def _server_queue(self, model_id: str, now: float) -> bool:
+        """Jobs of this model were seen queued on the server within the last ``max_lag``.
+
+        Then the server, not our in-flight cap, sets the pace: a slot freed
+        sooner only queues its next job sooner there, so the tighter checks of
+        the slot mode would cost requests and buy no makespan.
+        """
+        frontier = self._frontiers.get(model_id)
+        window = self.policy.scaled(self.policy.max_lag)
+        return frontier is not None and frontier.queued_since(now - window)
 
     def _push(self, t: Tracked, due: float) -> None:
         if self._due.push(t, due):

@@ -67,6 +67,10 @@ class QueueFrontier:
         """Some job of this model was seen queued at ``now``: a queue exists."""
         self._last_queued_seen = now
 
+    def queued_since(self, since: float) -> bool:
+        """True when some job of this model was seen queued at ``since`` or later."""
+        return self._last_queued_seen >= since
+
     def seen_queued(self, t: Tracked, now: float) -> None:
         """``t`` was queued at ``now``: so was every younger job."""
         self._last_queued_seen = now
