@@ -546,9 +546,31 @@ def print_table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> None
 _MANY = 100_000  # server workers: "no server queue"
 _LAG = ["approach", "requests_per_job", "lag_p95_of_age", "share_429", "makespan_s", "errors"]
 
+
 #: Named scenarios: emulator config, approaches (label, child spec), the
 #: columns to print. ``rate`` "default" = the client's default budget;
 #: ``policy_ts`` None = the client is not told the server's time scale.
+def _burst_on_queue(title: str, *, queue: str | None, seed: int) -> dict[str, Any]:
+    """400 Kling jobs at once on 200 workers served in ``queue`` order (None: FIFO)."""
+    config: dict[str, Any] = {"time_scale": 0.25, "workers": 200, "seed": seed}
+    if queue is not None:
+        config["queue"] = queue
+    config["uniform"] = {KLING: [60, 200]}
+    return {
+        "title": title,
+        "jobs": 400,
+        "quick_jobs": 100,
+        "config": config,
+        "approaches": [
+            (
+                "default settings (scaled)",
+                {"kind": "ours", "model": KLING, "conc": 10_000, "rate": "scaled"},
+            ),
+        ],
+        "cols": _LAG,
+    }
+
+
 NAMED: dict[str, dict[str, Any]] = {
     "burst": {
         "title": "Kling jobs submitted at once, no server queue, real time; target: "
@@ -585,64 +607,21 @@ NAMED: dict[str, dict[str, Any]] = {
         ],
         "cols": _LAG,
     },
-    "burst-random": {
-        "title": "burst on a random-order queue (200 workers, 400 jobs, 60-200 s), time "
+    "burst-random": _burst_on_queue(
+        "burst on a random-order queue (200 workers, 400 jobs, 60-200 s), time "
         "scale 0.25 told; target: p95 lag <= 0.10 of age",
-        "jobs": 400,
-        "quick_jobs": 100,
-        "config": {
-            "time_scale": 0.25,
-            "workers": 200,
-            "seed": 17,
-            "queue": "random",
-            "uniform": {KLING: [60, 200]},
-        },
-        "approaches": [
-            (
-                "default settings (scaled)",
-                {"kind": "ours", "model": KLING, "conc": 10_000, "rate": "scaled"},
-            ),
-        ],
-        "cols": _LAG,
-    },
-    "burst-lifo": {
-        "title": "burst on a LIFO queue (200 workers, 400 jobs, 60-200 s), time scale 0.25 "
+        queue="random",
+        seed=17,
+    ),
+    "burst-lifo": _burst_on_queue(
+        "burst on a LIFO queue (200 workers, 400 jobs, 60-200 s), time scale 0.25 "
         "told; target: p95 lag <= 0.10 of age",
-        "jobs": 400,
-        "quick_jobs": 100,
-        "config": {
-            "time_scale": 0.25,
-            "workers": 200,
-            "seed": 18,
-            "queue": "lifo",
-            "uniform": {KLING: [60, 200]},
-        },
-        "approaches": [
-            (
-                "default settings (scaled)",
-                {"kind": "ours", "model": KLING, "conc": 10_000, "rate": "scaled"},
-            ),
-        ],
-        "cols": _LAG,
-    },
-    "burst-fifo": {
-        "title": "the same on a FIFO queue (the reference for random and LIFO)",
-        "jobs": 400,
-        "quick_jobs": 100,
-        "config": {
-            "time_scale": 0.25,
-            "workers": 200,
-            "seed": 17,
-            "uniform": {KLING: [60, 200]},
-        },
-        "approaches": [
-            (
-                "default settings (scaled)",
-                {"kind": "ours", "model": KLING, "conc": 10_000, "rate": "scaled"},
-            ),
-        ],
-        "cols": _LAG,
-    },
+        queue="lifo",
+        seed=18,
+    ),
+    "burst-fifo": _burst_on_queue(
+        "the same on a FIFO queue (the reference for random and LIFO)", queue=None, seed=17
+    ),
     "fast": {
         "title": "an unseen 1-4 s model, real time, no time scale; target: p95 lag <= 0.25 "
         "of age, makespan <= 1.2x the server's",
