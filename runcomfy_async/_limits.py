@@ -70,6 +70,7 @@ import asyncio
 import collections
 import enum
 import itertools
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -104,12 +105,19 @@ CUT_INTERVAL = 1.0
 #: for about one 429 in fourteen (a cut the rate wins back in seconds).
 RECENT = 16
 CLUSTER = 3
+#: The long-run share of 429s (an average over about 200 answers) above which
+#: they are a limit however they are spread: sporadic 429s are rare by
+#: definition (3% at random is 8 standard deviations of that average below).
+SPORADIC_MAX_SHARE = 0.10
 #: The window (seconds) over which the budget measures what it sends and what
 #: the server sustained without a real 429 (two seconds: a server's burst
 #: allowance alone does not look like its rate).
 PROVE_SECONDS = 2.0
 #: The default ceiling of additive increase, requests per second.
-DEFAULT_MAX_RATE = 200.0
+DEFAULT_MAX_RATE = 2000.0
+#: Slow start: seconds of demand in which the rate doubles until the first real 429.
+SLOW_START_DOUBLING = 0.25
+_LN2 = math.log(2.0)
 
 
 class Priority(enum.IntEnum):
@@ -532,7 +540,13 @@ class RequestBudget:
             return  # no demand past the rate: a rate not used proves nothing
         # Additive increase: ``increase`` requests/s per second of demand
         # (one success is 1/rate of a second).
-        self._set_rate(min(ceiling, self._rate + self._increase / self._rate))
+        step = self._increase / self._rate
+        if limit is None:
+            # Slow start: no real 429 yet, so nothing says where the limit is.
+            # ln 2 / SLOW_START_DOUBLING per answer doubles the rate every
+            # SLOW_START_DOUBLING seconds of demand (answers come at the rate).
+            step = max(step, _LN2 / SLOW_START_DOUBLING)
+        self._set_rate(min(ceiling, self._rate + step))
 
     def _ceiling(self) -> float:
         if self._max_rate is not None:
@@ -559,8 +573,12 @@ class RequestBudget:
             # (While paused nothing new goes out: these answers were sent before the cut.)
             self._answered.append(now)
         sending = self._per_second(self._answered, now)
-        expected = 2.0 * self._share_429 * RECENT  # what sporadic 429s alone would put there
-        clustered = self._recent_429 >= CLUSTER + round(expected) or grew
+        # What sporadic 429s alone would put among the recent answers. Past
+        # SPORADIC_MAX_SHARE of all answers, 429s are no longer sporadic: a
+        # limit the client keeps hitting must not be learned as the norm.
+        persistent = self._share_429 > SPORADIC_MAX_SHARE
+        expected = 2.0 * min(self._share_429, SPORADIC_MAX_SHARE) * RECENT
+        clustered = self._recent_429 >= CLUSTER + round(expected) or grew or persistent
         # Sending faster than the server has sustained: a probe past its limit,
         # unless the sporadic share alone explains this 429.
         probing = sending > 1.05 * self._good and self._recent_429 >= 1 + round(expected)
