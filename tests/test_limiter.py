@@ -514,8 +514,71 @@ def test_a_429_while_sending_faster_than_ever_sustained_is_a_failed_probe(
     assert budget.sporadic_429 == 0 and budget.rate <= 0.9 * 25.0 + 1e-9
 
 
+def _answer_at_the_rate(budget: RequestBudget, clock: FakeClock, seconds: float) -> None:
+    """Answers, none of them a 429, arriving at the budget's current rate (a
+    saturated client: every token it grants comes back as an answer)."""
+    end = clock.now + seconds
+    while clock.now + 1.0 / budget.rate <= end + 1e-9:
+        clock.advance(1.0 / budget.rate)
+        budget.on_success()
+
+
+async def test_slow_start_doubles_the_rate_every_quarter_second_of_demand(
+    clock: FakeClock,
+) -> None:
+    from runcomfy_async._limits import SLOW_START_DOUBLING
+
+    assert SLOW_START_DOUBLING == 0.25
+    budget = RequestBudget(20.0, max_rate=1000.0, clock=clock)
+    _answer_at_the_rate(budget, clock, 1.0)
+    assert budget.rate == 20.0  # no demand past the rate: no growth
+    await drain(budget)
+    waiter = asyncio.ensure_future(budget.acquire())
+    await settle()
+    # ln 2 / 0.25 s per answer, answers at the rate: doubling per 0.25 s (the
+    # discrete steps land below the continuous curve: 1.83x, not 2x).
+    _answer_at_the_rate(budget, clock, 0.25)
+    assert 1.75 * 20.0 <= budget.rate <= 2.0 * 20.0
+    _answer_at_the_rate(budget, clock, 0.75)
+    assert 12 * 20.0 <= budget.rate <= 2**4 * 20.0
+    _answer_at_the_rate(budget, clock, 1.0)
+    assert budget.rate == 1000.0  # the ceiling
+    budget.close()
+    await asyncio.gather(waiter, return_exceptions=True)
+
+
+async def test_after_a_real_429_the_rate_grows_additively(clock: FakeClock) -> None:
+    budget = RequestBudget(20.0, max_rate=1000.0, increase=5.0, clock=clock)
+    await drain(budget)
+    waiter = asyncio.ensure_future(budget.acquire())
+    await settle()
+    _answer_at_the_rate(budget, clock, 1.0)  # slow start: ~320/s
+    assert budget.rate > 250.0
+    for _ in range(3):  # a cluster: a real limit, slow start is over
+        budget.on_rate_limited(1.0)
+    assert budget.rate < 100.0 and budget.headroom is False
+    clock.advance(1.0)  # the pause
+    # Just under the rate that drew it: slowly (0.1% an answer) to 1.1x it;
+    # past that, the limit is stale: full-speed additive increase, +5/s per
+    # second of demand. Never doubling again.
+    _answer_at_the_rate(budget, clock, 10.0)
+    before = budget.rate
+    _answer_at_the_rate(budget, clock, 1.0)
+    assert budget.rate == pytest.approx(before + 5.0, rel=0.01)
+    budget.close()
+    await asyncio.gather(waiter, return_exceptions=True)
+
+
 async def test_demand_raises_the_rate_additively_up_to_the_ceiling(clock: FakeClock) -> None:
     budget = RequestBudget(20.0, max_rate=30.0, increase=5.0, clock=clock)
+    # A real limit at 5/s ended slow start; the rate wins back its start
+    # (slowly near 5/s, then 2% an answer), and grows additively since.
+    _sustain(budget, clock, 5.0, 2.0)
+    for _ in range(3):
+        budget.on_rate_limited(None)
+    assert budget.rate < 5.0
+    _answer_at_the_rate(budget, clock, 120.0)
+    assert budget.rate == 20.0
     _sustain(budget, clock, 20.0, 1.0)
     assert budget.rate == 20.0  # no demand past the rate: no growth
     await drain(budget)
@@ -533,7 +596,7 @@ def test_max_rate_defaults_to_the_documented_ceiling() -> None:
     from runcomfy_async._limits import DEFAULT_MAX_RATE
 
     assert RequestBudget(20.0).max_rate == DEFAULT_MAX_RATE
-    assert RequestBudget(500.0).max_rate == 500.0
+    assert RequestBudget(5000.0).max_rate == 5000.0  # a start above it raises it
     assert RequestBudget(20.0, max_rate=10.0).rate == 10.0
     assert RequestBudget(None).max_rate is None
     assert MemoryLimits(max_requests_per_second=50.0).budget.max_rate == 50.0  # type: ignore[attr-defined]
@@ -595,10 +658,42 @@ def test_sporadic_429s_leave_the_rate_far_above_its_floor_under_load() -> None:
 
 
 def test_a_server_without_a_limit_lets_the_rate_grow_to_the_ceiling() -> None:
+    from runcomfy_async._limits import DEFAULT_MAX_RATE
+
     budget, answers, limited = _against_a_server(limit=None, sporadic=0.0, seconds=60)
     assert limited == 0
-    assert budget.rate == 200.0
-    assert answers / 60 > 100.0  # 5x the starting 20/s, on average over a minute
+    assert budget.rate == DEFAULT_MAX_RATE == 2000.0
+    # Slow start reaches the ceiling in under two seconds: 50x the starting
+    # 20/s on average over the minute (additive increase gave ~7x).
+    assert answers / 60 > 1000.0
+
+
+def test_a_real_limit_above_the_start_is_found_by_slow_start_with_few_429s() -> None:
+    # 20/s doubling until the server (100/s) refuses: the first cut ends slow
+    # start, and the rate then settles about the limit.
+    budget, answers, limited = _against_a_server(limit=100.0, sporadic=0.0, seconds=60)
+    assert limited / answers < 0.04
+    assert answers / 60 > 80.0  # near the limit, on average over the minute
+    assert budget.headroom is False  # a real limit was met
+
+
+def test_a_persistent_share_of_429s_is_a_limit_however_spread(clock: FakeClock) -> None:
+    # One answer in four a 429, evenly spread and the rate steady: the long-run
+    # share of 429s must not become "what sporadic 429s look like here" (it
+    # did: 40 of 141 answers a second refused, and no cut ever again).
+    budget = RequestBudget(100.0, clock=clock)
+    _sustain(budget, clock, 100.0, 5.0)
+    cuts = 0
+    for _ in range(400):
+        for _ in range(3):
+            clock.advance(0.01)
+            budget.on_success()
+        clock.advance(0.01)
+        before = budget.rate
+        budget.on_rate_limited(None)
+        cuts += budget.rate < before
+    assert budget.sporadic_429 < 20  # a few, before the share told
+    assert cuts >= 10 and budget.rate < 50.0  # cut again and again, below what it took (75/s)
 
 
 def test_a_real_limit_below_the_start_is_found_with_few_429s() -> None:
