@@ -132,7 +132,7 @@ class RunComfyClient:
       checks, where it starts (adapts down on a real 429 and up while the
       server allows more; None: unlimited until the first 429).
     - ``max_requests_per_second``: the ceiling the budget may grow to (None:
-      200/s); see ``_limits.py`` for the policy.
+      2000/s); see ``_limits.py`` for the policy.
     - ``limits``: the budget and in-flight limit as one object (see
       :class:`Limits`), e.g. one shared by many clients or processes; when
       given, ``max_in_flight`` and ``requests_per_second`` are not used, and

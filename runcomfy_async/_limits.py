@@ -17,14 +17,34 @@ rate (``requests_per_second``, 20) is a guess the budget revisits both ways:
    wait behind other requests, every ``1 / check_share``-th token (a quarter
    by default) goes to a check. A backlog of submits never starves the jobs
    already running (a job nobody checks is a result nobody collects).
-2. **Up: additive increase.** While callers wait for tokens (there is demand
-   past the rate) and no real limit was hit, the rate grows by ``increase``
-   requests/s every second (a quarter of the starting rate: 20 -> 200 in
-   36 s), up to ``max_rate`` (``max_requests_per_second``; default 200/s).
-   Near the rate that last drew a real 429 (within 10% of it) it grows ten
-   times slower; past that without a new 429, that limit is stale and it
-   grows at full speed again. Without demand it never grows: a rate not
-   used proves nothing.
+2. **Up: slow start, then additive increase** (as TCP's congestion control
+   grows its window). Growth needs demand: callers waiting for tokens (a
+   submit backlog, or the scheduler's next check, which it asks for only
+   once that check is due: a waiting check is a late one). Without demand
+   the rate never grows: a rate not used proves nothing. Each answer that
+   comes back while callers wait raises the rate:
+
+   - *Slow start*, until the first real 429: by ``ln 2 / SLOW_START_DOUBLING``
+     an answer. Answers come back at the rate, so it doubles every 0.25 s of
+     demand (20 -> 2000/s in under two seconds): about once per round trip
+     to a distant server, so the rate has doubled about once when the first
+     429 of an overshoot comes back.
+   - *Additive increase*, once a real 429 ended slow start: ``increase``
+     requests/s per second of demand (a quarter of the starting rate,
+     5/s a second from 20/s). Near the rate that last drew a real 429
+     (within 10% of it) ten times slower (0.1% an answer); past that
+     without a new 429, that limit is stale and it grows at full speed
+     again, but never doubles again.
+
+   Up to ``max_rate`` (``max_requests_per_second``; default 2000/s). That
+   ceiling is a safety net, not a guess of the server's limit (429s find
+   that, within a second of slow start): a client's load on a distant
+   server is bounded anyway by its concurrency (32 checks and
+   ``max_in_flight`` submits in flight: at a 100 ms round trip, a few
+   hundred requests a second), so the ceiling binds only where answers are
+   fast, which is where a burst of short jobs needs it: 400 jobs of 1-4 s
+   submitted at once need ~700 requests/s over five seconds and thousands
+   at the peak, which 200/s could never serve.
 3. **Proven rates.** A rate sustained for ``PROVE_SECONDS`` (and about as
    many seconds' worth of answers) without a real 429 is *proven*.
 4. **Real limit or sporadic 429?** A 429 is a *real* limit when 429s
@@ -37,7 +57,10 @@ rate (``requests_per_second``, 20) is a guess the budget revisits both ways:
    at random, say): it changes neither the rate nor anyone else's timing,
    and only the refused request waits for its ``Retry-After`` (the
    scheduler's backoff, or the submit's retry). So sporadic 429s cannot
-   ratchet the rate down to ``min_rate``.
+   ratchet the rate down to ``min_rate``. How many 429s count as a cluster
+   grows with the long-run share of 429s (sporadic ones raise it), but
+   only up to ``SPORADIC_MAX_SHARE`` (10%): a limit the client keeps
+   hitting, one answer in four refused, say, is real however evenly spread.
 5. **Winning back.** Below the starting rate after a cut, each success wins
    back 2% (fast) up to 90% of the rate that drew the cut, then 0.1% (slow)
    up to it, then fast again: a client settles just under a server's limit
@@ -113,9 +136,11 @@ SPORADIC_MAX_SHARE = 0.10
 #: the server sustained without a real 429 (two seconds: a server's burst
 #: allowance alone does not look like its rate).
 PROVE_SECONDS = 2.0
-#: The default ceiling of additive increase, requests per second.
+#: The default ceiling of the rate's growth, requests per second (why this
+#: high: the module docstring, rule 2).
 DEFAULT_MAX_RATE = 2000.0
-#: Slow start: seconds of demand in which the rate doubles until the first real 429.
+#: Slow start: seconds of demand in which the rate doubles, until the first
+#: real 429 (about a round trip to a distant server).
 SLOW_START_DOUBLING = 0.25
 _LN2 = math.log(2.0)
 
@@ -243,13 +268,14 @@ class RequestBudget:
     """An adaptive token bucket shared by every request of one client.
 
     ``rate`` is the starting rate in requests per second (None: no limit
-    until the server answers 429); ``max_rate`` the ceiling additive increase
-    may reach (None: :data:`DEFAULT_MAX_RATE`, or ``rate`` if higher; the
-    rate of an unlimited budget never exceeds what drew its 429, or
-    ``max_rate`` if given); ``min_rate`` the floor it never adapts below;
-    ``increase`` the additive increase in requests per second, per second
-    of demand (default a quarter of ``rate``); ``check_share`` the share of
-    tokens guaranteed to checks while submits wait. The policy is in the
+    until the server answers 429); ``max_rate`` the ceiling its growth (slow
+    start, then additive increase) may reach (None: :data:`DEFAULT_MAX_RATE`,
+    or ``rate`` if higher; the rate of an unlimited budget never exceeds
+    what drew its 429, or ``max_rate`` if given); ``min_rate`` the floor it
+    never adapts below; ``increase`` the additive increase in requests per
+    second, per second of demand, once a real 429 has ended slow start
+    (default a quarter of ``rate``); ``check_share`` the share of tokens
+    guaranteed to checks while submits wait. The policy is in the
     module docstring.
     """
 
@@ -377,15 +403,15 @@ class RequestBudget:
 
     @property
     def headroom(self) -> bool:
-        """True while additive increase may still raise the rate: below its
-        ceiling, and no real rate limit met yet. The scheduler spreads checks
+        """True while slow start may still raise the rate: below its ceiling,
+        and no real rate limit met yet. The scheduler spreads checks
         ahead of time only without headroom (demand past the rate raises it)."""
         ceiling = self._ceiling()
         return self._last_limited_rate is None and self._rate < ceiling
 
     @property
     def max_rate(self) -> float | None:
-        """The ceiling of additive increase (None: an unlimited budget never limited)."""
+        """The ceiling of the rate's growth (None: an unlimited budget never limited)."""
         return self._max_rate
 
     @property
@@ -749,7 +775,7 @@ class MemoryLimits:
 
     ``requests_per_second`` starts the budget (None: unlimited until the first
     429); ``max_requests_per_second`` is the ceiling it may grow to while the
-    server allows more (None: 200/s, see the module docstring);
+    server allows more (None: 2000/s, see the module docstring);
     ``max_in_flight`` caps jobs in flight. One process, one account.
     """
 
