@@ -16,7 +16,7 @@ import pytest
 from vtime import FakeAPI, queue_starts, run_virtual, uniform_durations
 
 from runcomfy_async import PollPolicy, Result
-from runcomfy_async._limits import RequestBudget, Ticket
+from runcomfy_async._limits import DEFAULT_MAX_RATE, RequestBudget, Ticket
 from runcomfy_async._polling import PollScheduler, Tracked
 
 KLING = "kling/kling-3.0/standard/image-to-video"
@@ -100,7 +100,7 @@ def test_turning_fifo_off_says_so_in_a_debug_log(caplog: pytest.LogCaptureFixtur
 
 
 def _budgeted_burst(
-    rate: float, max_rate: float | None, *, n: int = 400, spread: bool = True
+    rate: float | None, max_rate: float | None, *, n: int = 400, spread: bool = True
 ) -> tuple[float, float, float]:
     """(requests per job incl. submit, p95 lag/age, final rate) for ``n`` Kling jobs at once."""
 
@@ -124,15 +124,18 @@ def _budgeted_burst(
 
 def test_a_burst_under_the_default_budget_keeps_the_lag_bound_by_growing_the_rate() -> None:
     # Issue 10: 400 Kling jobs at once under 20 requests/s broke the bound
-    # (p95 0.20 of age): ~8 checks a job over ~140 s is ~23/s. Additive
-    # increase finds the rate the server allows (here: any).
+    # (p95 0.20 of age): ~8 checks a job over ~140 s is ~23/s. Slow start
+    # finds the rate the server allows (here: any).
     fixed = _budgeted_burst(20.0, 20.0)
     grown = _budgeted_burst(20.0, None)
+    unlimited = _budgeted_burst(None, None)
     assert fixed[1] > 0.15  # a fixed 20/s cannot serve it
     requests, p95, rate = grown
     assert p95 <= 0.10
-    assert requests <= 9.0
-    assert 20.0 < rate <= 200.0
+    # The budget costs no request beyond the scheduler's own (~9.2 here; the
+    # additive budget's 8.5 came from checks sent late, p95 at 0.098).
+    assert requests <= unlimited[0]
+    assert 20.0 < rate <= DEFAULT_MAX_RATE
 
 
 def test_spreading_moves_checks_ahead_when_the_budget_binds() -> None:
