@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import subprocess
 import sys
@@ -95,6 +96,42 @@ async def test_successes_win_the_rate_back_up_to_the_ceiling(redis_url: str) -> 
     async with RedisLimits(redis_url, key=key, requests_per_second=10) as b:
         rate = await b.rate()
         assert 5.0 < rate <= 10.0
+
+
+async def test_demand_grows_the_shared_rate_by_slow_start_until_a_429(redis_url: str) -> None:
+    key = _key()
+    opts: dict[str, Any] = {"key": key, "requests_per_second": 10, "max_requests_per_second": 500}
+    async with RedisLimits(redis_url, **opts) as a:
+        for _ in range(100):
+            await a.on_success(waiting=False)
+    async with RedisLimits(redis_url, **opts) as a:
+        assert await a.rate() == 10.0  # no demand past the rate: no growth
+        # ln 2 / 0.25 s an answer (as the in-memory budget): 100 answers with
+        # callers waiting add ~277/s, where additive increase would add ~25.
+        for _ in range(100):
+            await a.on_success(waiting=True)
+    async with RedisLimits(redis_url, **opts) as a:
+        grown = await a.rate()
+        assert grown == pytest.approx(10.0 + 100 * math.log(2) / 0.25)
+        for _ in range(200):
+            await a.on_success(waiting=True)
+    async with RedisLimits(redis_url, **opts) as a:
+        assert await a.rate() == 500.0  # the ceiling
+
+
+async def test_after_a_429_demand_grows_the_shared_rate_additively(redis_url: str) -> None:
+    key = _key()
+    async with RedisLimits(redis_url, key=key, requests_per_second=10) as a:
+        assert a.max_requests_per_second == 2000.0  # the in-memory default
+        await a.on_rate_limited(0.0)  # 10 -> 5; slow start is over
+        for _ in range(1000):
+            await a.on_success(waiting=True)
+    async with RedisLimits(redis_url, key=key, requests_per_second=10) as a:
+        rate = await a.rate()
+    # Won back to 9 (2% an answer), slowly past the 10 that drew the 429 (0.1%
+    # an answer up to 11), then +2.5/s a second of demand (2.5 / rate an
+    # answer): ~60/s after a thousand answers. Slow start would be near 2000.
+    assert 30.0 < rate < 100.0
 
 
 async def test_checks_keep_a_share_while_submits_wait(redis_url: str) -> None:

@@ -17,7 +17,7 @@ import anyio
 import anyio.abc
 
 from .._errors import ClientStateError, SharedLimitsError
-from .._limits import Budget, InFlightLimit
+from .._limits import DEFAULT_MAX_RATE, SLOW_START_DOUBLING, Budget, InFlightLimit
 from . import _scripts
 from ._adapt import SharedBudget, SharedSlots
 
@@ -86,10 +86,13 @@ class RedisLimits:
 
     It implements the client's ``Limits`` protocol (:attr:`budget`,
     :attr:`slots`). Every process (and machine) naming the same ``key`` on the
-    same Redis shares one token bucket of ``requests_per_second`` (adapted
-    together: a 429 seen by any process halves the rate for all, at most once
-    a second, and pauses all for its ``Retry-After``; answers that are not 429
-    win it back) and one cap of ``max_in_flight`` slots. Each slot is a lease
+    same Redis shares one token bucket starting at ``requests_per_second``
+    (adapted together: a 429 seen by any process halves the rate for all, at
+    most once a second, and pauses all for its ``Retry-After``; answers that
+    are not 429 win it back; while callers wait for tokens it grows as the
+    in-memory budget does, doubling every quarter second until the first 429,
+    additively after it, up to ``max_requests_per_second``, by default 2000/s)
+    and one cap of ``max_in_flight`` slots. Each slot is a lease
     this object renews in the background every ``lease_seconds / 3``; a
     process that dies (even by SIGKILL) stops renewing, and its slots come
     back after ``lease_seconds``.
@@ -110,9 +113,12 @@ class RedisLimits:
         min_rate: float = 0.5,
         max_in_flight: int = 64,
         lease_seconds: float = 30.0,
+        max_requests_per_second: float | None = None,
     ) -> None:
         if requests_per_second <= 0 or min_rate <= 0:
             raise ValueError("requests_per_second and min_rate must be positive")
+        if max_requests_per_second is not None and max_requests_per_second <= 0:
+            raise ValueError("max_requests_per_second must be positive or None")
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         if lease_seconds <= 0:
@@ -124,6 +130,19 @@ class RedisLimits:
         self.key = key
         self._rate_arg = repr(float(requests_per_second))
         self._min_arg = repr(float(min_rate))
+        ceiling = (
+            max(requests_per_second, DEFAULT_MAX_RATE)
+            if max_requests_per_second is None
+            else max_requests_per_second
+        )
+        #: The ceiling of the shared rate's growth, requests per second.
+        self.max_requests_per_second = float(ceiling)
+        # Growth (slow start, additive increase) as the in-memory budget's.
+        self._grow_args = [
+            repr(self.max_requests_per_second),
+            repr(0.25 * float(requests_per_second)),
+            repr(SLOW_START_DOUBLING),
+        ]
         self.max_in_flight = max_in_flight
         self.lease_seconds = lease_seconds
         # A hash tag keeps the keys of one account in one Redis Cluster slot.
@@ -143,6 +162,7 @@ class RedisLimits:
         self._slot_limit = SharedSlots(self)
         # What the synchronous protocol calls recorded, for the flusher to send.
         self._successes = 0
+        self._demand = 0  # successes that came while this process's callers waited
         self._finished = 0
         self._n429 = 0
         self._retry_after: float | None = None
@@ -288,9 +308,18 @@ class RedisLimits:
         """A waiter arrived: wake the slot pump."""
         self._slot_kick.set()
 
-    def record_success(self) -> None:
-        """Count an answer that was not a 429 (flushed within ``_FLUSH_SECONDS``)."""
+    def record_success(self, *, waiting: bool | None = None) -> None:
+        """Count an answer that was not a 429 (flushed within ``_FLUSH_SECONDS``).
+
+        ``waiting``: callers waited for tokens when it came (demand past the
+        rate, which lets the shared rate grow); None: whether this process's
+        callers wait now.
+        """
         self._successes += 1
+        if waiting is None:
+            waiting = self._budget.head() is not None
+        if waiting:
+            self._demand += 1
 
     def record_rate_limited(self, retry_after: float | None) -> None:
         """Record a 429 and pause this process's token pump until Redis knows of it."""
@@ -360,13 +389,15 @@ class RedisLimits:
         n429, self._n429 = self._n429, 0
         retry_after, self._retry_after = self._retry_after, None
         successes, self._successes = self._successes, 0
+        demand, self._demand = self._demand, 0
         finished, self._finished = self._finished, 0
         if not (adopts or limited or releases or n429 or successes or finished):
             return
         try:
             async with client.pipeline(transaction=False) as pipe:
+                answered = (successes, demand)
                 answers, steps = await self._send(
-                    pipe, adopts, limited, releases, n429, retry_after, successes, finished
+                    pipe, adopts, limited, releases, n429, retry_after, answered, finished
                 )
         except BaseException:
             # Not sent (or not known to be): keep it for the next round. Each
@@ -378,6 +409,7 @@ class RedisLimits:
             if retry_after is not None:
                 self._retry_after = max(self._retry_after or 0.0, retry_after)
             self._successes += successes
+            self._demand += demand
             self._finished += finished
             raise
         for step, answer in zip(steps, answers, strict=True):
@@ -396,9 +428,10 @@ class RedisLimits:
         releases: list[str],
         n429: int,
         retry_after: float | None,
-        successes: int,
+        answered: tuple[int, int],
         finished: int,
     ) -> tuple[list[Any], list[str]]:
+        successes, demand = answered
         lease_ms = max(1, int(self.lease_seconds * 1000))
         steps: list[str] = []
         for lease in adopts:
@@ -425,7 +458,9 @@ class RedisLimits:
             steps.append("rate")
         if successes:
             await self._scripts["SUCCESS"](
-                keys=[self._bucket], args=[self._rate_arg, self._min_arg, successes], client=pipe
+                keys=[self._bucket],
+                args=[self._rate_arg, self._min_arg, successes, demand, *self._grow_args],
+                client=pipe,
             )
             steps.append("rate")
         if finished:
@@ -557,10 +592,14 @@ class RedisLimits:
                     await self._redis.zrem(self._waiters, waiter)
             raise
 
-    async def on_success(self) -> None:
-        """Count an answer that was not a 429 (sent to Redis in batches, a few times a second)."""
+    async def on_success(self, *, waiting: bool | None = None) -> None:
+        """Count an answer that was not a 429 (sent to Redis in batches, a few times a second).
+
+        ``waiting``: callers waited for tokens when it came (None: whether
+        this process's callers wait now); only such answers grow the rate.
+        """
         self._client()
-        self.record_success()
+        self.record_success(waiting=waiting)
 
     async def on_rate_limited(self, retry_after: float | None) -> None:
         """Record a 429 for every process now: halve the rate (once a second at most), pause all."""

@@ -11,7 +11,8 @@ The bucket is a hash with the fields
 ``rate``                        the current (adapted) rate, requests per second
 ``paused_until``                nobody gets a token before (a 429's Retry-After)
 ``last_cut``                    when the rate was last halved (once a second at most)
-``last_limited``, ``peak``      the rate that drew the last 429, and the highest such
+``last_limited``, ``peak``      the rate that drew the last 429 (none yet: slow start),
+                                and the highest such
 ``win_start/total/checks``      grants in the current one-second window, for the checks' share
 ``granted``, ``rate_limited``   counters, for tests and dashboards
 
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 # Loads the bucket, refills it at the current rate, and defines save().
-# ARGV[1] is the configured (highest) rate, ARGV[2] the floor.
+# ARGV[1] is the configured (starting) rate, ARGV[2] the floor.
 _PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -123,16 +124,41 @@ return {math.ceil(wait * 1000000), tostring(rate)}
 SUCCESS = (
     _PRELUDE
     + """
--- ARGV[3]: how many answers that were not a 429 to count. Wins rate back:
--- fast below 90% of the rate that drew the last 429, slowly up to it.
+-- ARGV[3]: how many answers that were not a 429 to count; ARGV[4]: how many of
+-- them came back while callers of the reporting process waited for tokens
+-- (demand past the rate); ARGV[5]: the ceiling of growth; ARGV[6]: the additive
+-- increase (requests/s per second of demand); ARGV[7]: slow start's doubling
+-- time in seconds. The in-memory budget's growth rule (_limits.py, rules 2 and
+-- 5): under demand, slow start until the first 429 (ln 2 / doubling an answer),
+-- additive increase after it; a cut is won back 2% an answer, 0.1% an answer
+-- within 10% of the rate that drew it (past the starting rate only under demand).
 local n = tonumber(ARGV[3])
-if last_limited then
-  for _ = 1, n do
-    if rate >= max_rate then break end
-    local step = 0.02
-    if 0.9 * last_limited <= rate and rate < last_limited then step = 0.001 end
-    rate = math.min(max_rate, rate + math.max(rate * step, step))
+local demand = tonumber(ARGV[4]) or 0
+local ceiling = tonumber(ARGV[5]) or max_rate
+local increase = tonumber(ARGV[6]) or (max_rate / 4)
+local doubling = tonumber(ARGV[7]) or 0.25
+local changed = false
+for i = 1, n do
+  if rate >= ceiling then break end
+  local waiting = i <= demand
+  local new = rate
+  if last_limited and 0.9 * last_limited <= rate and rate < 1.1 * last_limited then
+    local cap = ceiling
+    if not waiting then cap = math.min(ceiling, max_rate) end
+    if rate < cap then new = math.min(cap, rate * 1.001) end
+  elseif last_limited and rate < max_rate then
+    new = math.min(ceiling, max_rate, rate + math.max(rate * 0.02, 0.02))
+  elseif waiting then
+    local step = increase / rate
+    if not last_limited then step = math.max(step, math.log(2) / doubling) end
+    new = math.min(ceiling, rate + step)
   end
+  if new ~= rate then
+    rate = new
+    changed = true
+  end
+end
+if changed then
   tokens = math.min(tokens, burst_for(rate))
   save()
 end
