@@ -112,6 +112,21 @@ __all__ = [
 ]
 
 
+def _tail(share: float) -> int:
+    """The fewest 429s among RECENT answers that sporadic ones at ``share``
+    reach with probability below 1e-3 per 429 (a 429 sees RECENT - 1 others)."""
+    share = min(max(share, 1e-6), SPORADIC_MAX_SHARE)
+    n = RECENT - 1
+    term = (1.0 - share) ** n  # P(0 others)
+    below = term
+    for k in range(1, n + 1):
+        if 1.0 - below < 1e-3:
+            return k + 1  # P(>= k others) < 1e-3: this 429 and k others
+        term *= (n - k + 1) / k * share / (1.0 - share)
+        below += term
+    return n + 2
+
+
 def _loop_clock() -> float:
     # The running loop's clock, so our pauses agree with its timers; outside a
     # loop (construction time) the same monotonic clock asyncio uses.
@@ -307,6 +322,7 @@ class RequestBudget:
         "_timer",
         "_tokens",
         "_waiters",
+        "_window_start",
         "check_share",
         "granted",
         "rate_limited",
@@ -359,6 +375,8 @@ class RequestBudget:
         # probe would prove itself while it runs).
         self._candidate = 0.0
         self._checkpoint = self._stamp
+        # Rates are measured from here (a cut moves it to the end of its pause).
+        self._window_start = self._stamp - PROVE_SECONDS
         # The long-run share of 429s (sporadic ones set it): a cluster is
         # counted above what that share alone would give.
         self._share_429 = 0.0
@@ -514,20 +532,28 @@ class RequestBudget:
         self._arm()
 
     def _note(self, limited: bool) -> None:
-        self._share_429 += (float(limited) - self._share_429) / 200.0
         recent = self._recent
-        if len(recent) == recent.maxlen and recent[0]:
-            self._recent_429 -= 1
+        if len(recent) == recent.maxlen:
+            # The long-run share learns from answers as they leave the recent
+            # window: a cluster being judged must not raise its own bar.
+            old = recent[0]
+            self._share_429 += (float(old) - self._share_429) / 200.0
+            if old:
+                self._recent_429 -= 1
         recent.append(limited)
         if limited:
             self._recent_429 += 1
 
-    @staticmethod
-    def _per_second(times: collections.deque[float], now: float) -> float:
-        """Entries per second over the last ``PROVE_SECONDS`` (dropping older ones)."""
+    def _per_second(self, times: collections.deque[float], now: float) -> float:
+        """Entries per second over the last ``PROVE_SECONDS`` (dropping older ones),
+        or over the time since the last cut's pause ended if that is shorter (a
+        window opened by a cut and then paused would read half the true rate,
+        and the next cut would take that for the server's limit). 0 while the
+        window is under half a second: too short to tell."""
         while times and times[0] <= now - PROVE_SECONDS:
             times.popleft()
-        return len(times) / PROVE_SECONDS
+        span = min(PROVE_SECONDS, now - self._window_start)
+        return len(times) / span if span >= 0.5 else 0.0
 
     def on_success(self) -> None:
         """Record an answer that was not a 429: win back rate, and probe upward under demand."""
@@ -574,6 +600,15 @@ class RequestBudget:
             step = max(step, _LN2 / SLOW_START_DOUBLING)
         self._set_rate(min(ceiling, self._rate + step))
 
+    def _slow_start(self) -> bool:
+        """No real 429 yet, and the rate grown past where it started (an
+        unlimited budget has no slow start: its first real 429 sets a rate)."""
+        return (
+            self._last_limited_rate is None
+            and self._start is not None
+            and self._start < self._rate < float("inf")
+        )
+
     def _ceiling(self) -> float:
         if self._max_rate is not None:
             return self._max_rate
@@ -604,10 +639,20 @@ class RequestBudget:
         # limit the client keeps hitting must not be learned as the norm.
         persistent = self._share_429 > SPORADIC_MAX_SHARE
         expected = 2.0 * min(self._share_429, SPORADIC_MAX_SHARE) * RECENT
-        clustered = self._recent_429 >= CLUSTER + round(expected) or grew or persistent
+        clustered = (
+            self._recent_429 >= max(CLUSTER + round(expected), _tail(self._share_429))
+            or grew
+            or persistent
+        )
         # Sending faster than the server has sustained: a probe past its limit,
         # unless the sporadic share alone explains this 429.
         probing = sending > 1.05 * self._good and self._recent_429 >= 1 + round(expected)
+        if probing and self._slow_start():
+            # Slow start outruns any proof, so every 429 in it is "a probe":
+            # one isolated 429 would end it wherever a sporadic one fell. Past
+            # a real limit the share refused grows with the overshoot (half
+            # at twice the limit): its 429s cluster within a few answers.
+            probing = False
         if not (clustered or probing):
             # Isolated, at a rate the server has sustained: not its limit.
             # The request's own retry honours its Retry-After; nobody else waits.
@@ -620,11 +665,11 @@ class RequestBudget:
             # What drew it: the rate actually sent where a second of answers
             # says so (the budget's rate may be far above the demand).
             observed = self._rate if self._rate != float("inf") else self._observed_rate()
-            if sending * PROVE_SECONDS >= 5:
+            if len(self._answered) >= 5 and sending > 0.0:
                 observed = min(observed, sending)
             target = observed * 0.5
             took = self._per_second(self._ok, now)
-            if took * PROVE_SECONDS >= 5:
+            if len(self._ok) >= 5 and took > 0.0:
                 # What the server took while refusing the rest: its limit, about.
                 target = max(target, 0.9 * took)
                 observed = min(observed, max(took, target))
@@ -644,6 +689,8 @@ class RequestBudget:
             self._tokens = min(self._tokens, 0.0)
         pause = retry_after if retry_after is not None else 1.0 / max(self._rate, 1e-9)
         self._paused_until = max(self._paused_until, now + pause)
+        if self._last_cut == now:
+            self._window_start = self._paused_until  # measure again from there
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

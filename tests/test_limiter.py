@@ -693,7 +693,7 @@ def test_a_persistent_share_of_429s_is_a_limit_however_spread(clock: FakeClock) 
         budget.on_rate_limited(None)
         cuts += budget.rate < before
     assert budget.sporadic_429 < 20  # a few, before the share told
-    assert cuts >= 10 and budget.rate < 50.0  # cut again and again, below what it took (75/s)
+    assert cuts >= 10 and budget.rate < 75.0  # cut again and again, below what it took
 
 
 def test_a_real_limit_below_the_start_is_found_with_few_429s() -> None:
