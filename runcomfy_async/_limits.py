@@ -58,9 +58,18 @@ rate (``requests_per_second``, 20) is a guess the budget revisits both ways:
    and only the refused request waits for its ``Retry-After`` (the
    scheduler's backoff, or the submit's retry). So sporadic 429s cannot
    ratchet the rate down to ``min_rate``. How many 429s count as a cluster
-   grows with the long-run share of 429s (sporadic ones raise it), but
-   only up to ``SPORADIC_MAX_SHARE`` (10%): a limit the client keeps
-   hitting, one answer in four refused, say, is real however evenly spread.
+   grows with the long-run share of 429s (sporadic ones raise it, learnt
+   from answers as they leave the recent window, so that a cluster does
+   not raise its own bar): at least ``CLUSTER``, and as many as sporadic
+   429s at that share reach for under 0.1% of 429s (at 1000 answers a
+   second, 3 of 16 at 3% comes every second or so). But past
+   ``SPORADIC_MAX_SHARE`` (10%) every 429 is real: a limit the client
+   keeps hitting, one answer in four refused, say, is real however evenly
+   spread. In slow start (the rate grown past its start, no real 429 yet)
+   a 429 above the proven rate is no probe by itself, since slow start
+   outruns every proof: only a cluster (or a growing ``Retry-After``) ends
+   it. Past a real limit the share refused grows with the overshoot (half
+   at twice the limit), so its 429s cluster within a few answers.
 5. **Winning back.** Below the starting rate after a cut, each success wins
    back 2% (fast) up to 90% of the rate that drew the cut, then 0.1% (slow)
    up to it, then fast again: a client settles just under a server's limit
@@ -322,7 +331,6 @@ class RequestBudget:
         "_timer",
         "_tokens",
         "_waiters",
-        "_window_start",
         "check_share",
         "granted",
         "rate_limited",
@@ -375,8 +383,6 @@ class RequestBudget:
         # probe would prove itself while it runs).
         self._candidate = 0.0
         self._checkpoint = self._stamp
-        # Rates are measured from here (a cut moves it to the end of its pause).
-        self._window_start = self._stamp - PROVE_SECONDS
         # The long-run share of 429s (sporadic ones set it): a cluster is
         # counted above what that share alone would give.
         self._share_429 = 0.0
@@ -544,16 +550,12 @@ class RequestBudget:
         if limited:
             self._recent_429 += 1
 
-    def _per_second(self, times: collections.deque[float], now: float) -> float:
-        """Entries per second over the last ``PROVE_SECONDS`` (dropping older ones),
-        or over the time since the last cut's pause ended if that is shorter (a
-        window opened by a cut and then paused would read half the true rate,
-        and the next cut would take that for the server's limit). 0 while the
-        window is under half a second: too short to tell."""
+    @staticmethod
+    def _per_second(times: collections.deque[float], now: float) -> float:
+        """Entries per second over the last ``PROVE_SECONDS`` (dropping older ones)."""
         while times and times[0] <= now - PROVE_SECONDS:
             times.popleft()
-        span = min(PROVE_SECONDS, now - self._window_start)
-        return len(times) / span if span >= 0.5 else 0.0
+        return len(times) / PROVE_SECONDS
 
     def on_success(self) -> None:
         """Record an answer that was not a 429: win back rate, and probe upward under demand."""
@@ -665,11 +667,11 @@ class RequestBudget:
             # What drew it: the rate actually sent where a second of answers
             # says so (the budget's rate may be far above the demand).
             observed = self._rate if self._rate != float("inf") else self._observed_rate()
-            if len(self._answered) >= 5 and sending > 0.0:
+            if sending * PROVE_SECONDS >= 5:
                 observed = min(observed, sending)
             target = observed * 0.5
             took = self._per_second(self._ok, now)
-            if len(self._ok) >= 5 and took > 0.0:
+            if took * PROVE_SECONDS >= 5:
                 # What the server took while refusing the rest: its limit, about.
                 target = max(target, 0.9 * took)
                 observed = min(observed, max(took, target))
@@ -689,8 +691,6 @@ class RequestBudget:
             self._tokens = min(self._tokens, 0.0)
         pause = retry_after if retry_after is not None else 1.0 / max(self._rate, 1e-9)
         self._paused_until = max(self._paused_until, now + pause)
-        if self._last_cut == now:
-            self._window_start = self._paused_until  # measure again from there
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
