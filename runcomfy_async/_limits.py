@@ -61,8 +61,8 @@ rate (``requests_per_second``, 20) is a guess the budget revisits both ways:
    grows with the long-run share of 429s (sporadic ones raise it, learnt
    from answers as they leave the recent window, so that a cluster does
    not raise its own bar): at least ``CLUSTER``, and as many as sporadic
-   429s at that share reach for under 0.1% of 429s (at 1000 answers a
-   second, 3 of 16 at 3% comes every second or so). But past
+   429s at that share and the rate sent reach less than once in 20 s (at
+   1000 answers a second and 3%, 3 of 16 comes every second). But past
    ``SPORADIC_MAX_SHARE`` (10%) every 429 is real: a limit the client
    keeps hitting, one answer in four refused, say, is real however evenly
    spread. In slow start (the rate grown past its start, no real 429 yet)
@@ -121,15 +121,15 @@ __all__ = [
 ]
 
 
-def _tail(share: float) -> int:
+def _tail(share: float, chance: float = 1e-3) -> int:
     """The fewest 429s among RECENT answers that sporadic ones at ``share``
-    reach with probability below 1e-3 per 429 (a 429 sees RECENT - 1 others)."""
+    reach with probability below ``chance`` per 429 (a 429 sees RECENT - 1 others)."""
     share = min(max(share, 1e-6), SPORADIC_MAX_SHARE)
     n = RECENT - 1
     term = (1.0 - share) ** n  # P(0 others)
     below = term
     for k in range(1, n + 1):
-        if 1.0 - below < 1e-3:
+        if 1.0 - below < chance:
             return k + 1  # P(>= k others) < 1e-3: this 429 and k others
         term *= (n - k + 1) / k * share / (1.0 - share)
         below += term
@@ -602,6 +602,15 @@ class RequestBudget:
             step = max(step, _LN2 / SLOW_START_DOUBLING)
         self._set_rate(min(ceiling, self._rate + step))
 
+    def _bar(self, sending: float) -> int:
+        """How many of the last RECENT answers must be 429s for sporadic ones
+        (at the learnt share) to make such a cluster less than once in 20 s:
+        the more 429s a second, the rarer a cluster each must be. (Once a
+        minute measured 1.0-1.1% of answers 429 against a 100/s limit, the
+        bar too high there; 20 s: 0.8%, and 3% sporadic 429s still pass.)"""
+        per_window = 20.0 * max(self._share_429 * sending, 1.0)
+        return _tail(self._share_429, 1.0 / per_window)
+
     def _slow_start(self) -> bool:
         """No real 429 yet, and the rate grown past where it started (an
         unlimited budget has no slow start: its first real 429 sets a rate)."""
@@ -642,7 +651,7 @@ class RequestBudget:
         persistent = self._share_429 > SPORADIC_MAX_SHARE
         expected = 2.0 * min(self._share_429, SPORADIC_MAX_SHARE) * RECENT
         clustered = (
-            self._recent_429 >= max(CLUSTER + round(expected), _tail(self._share_429))
+            self._recent_429 >= max(CLUSTER + round(expected), self._bar(sending))
             or grew
             or persistent
         )

@@ -675,17 +675,16 @@ def _sporadic_history(budget: RequestBudget, clock: FakeClock, answers: int) -> 
 def test_the_cluster_bar_follows_the_share_of_sporadic_429s(
     clock: FakeClock, cluster: int, cut: bool
 ) -> None:
-    # After a long 2.2% history, a 429 with 3 others among the 15 answers
-    # before it comes by chance for ~0.4% of 429s (every few seconds at
-    # 1000/s: the fixed bar of 3 in 16 would cut every second or so); with 4
-    # others for under 0.1%: 5 in 16 is the bar (``_tail``).
-    from runcomfy_async._limits import _tail
-
+    # After a long 2.2% history at 1000/s (22 sporadic 429s a second), a 429
+    # with 2 others among the 15 answers before it comes by chance for ~4% of
+    # 429s (the fixed bar, 3 in 16, would cut every second), with 3 others
+    # for ~0.4% (every ~10 s), with 4 for under 0.03%: 5 in 16 is the bar,
+    # the first that random clusters reach less than once in 20 s.
     budget = RequestBudget(1000.0, clock=clock)
     _sporadic_history(budget, clock, 5000)
     assert budget.rate == 1000.0 and budget.sporadic_429 > 100
     assert budget._share_429 == pytest.approx(0.022, abs=0.004)
-    assert _tail(budget._share_429) == 5
+    assert budget._bar(1000.0) == 5
     for _ in range(16 - cluster):
         clock.advance(0.001)
         budget.on_success()
