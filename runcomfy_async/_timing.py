@@ -74,6 +74,13 @@ class PollPolicy:
     - ``verify_probes_per_round``: for a model with a prior, this many probes
       a round, from a tenth of the prior on and at ratio ``verify_ratio``,
       to catch a prior that is too high.
+    - ``verify_near`` / ``verify_near_ratio``: from this share of the prior
+      on, verify rounds sample one waiting job in ``probe_share`` (at least
+      ``verify_probes_per_round``), at ratio ``verify_near_ratio``. A prior
+      above a model's fast tail (a lognormal's, say) leaves every job that
+      beats it late, and a few probes rarely meet one of them; a cohort
+      submitted together finds them in time only by sampling in proportion
+      (about 0.1 requests a job for a cohort of 400 whose prior holds).
     - ``learn_after``: how many finished jobs before the learned minimum
       replaces the prior (before that it can only lower it).
     - ``max_concurrent_checks``: checks in flight at once.
@@ -133,6 +140,10 @@ class PollPolicy:
     probe_share: int = attrs.field(default=25, validator=attrs.validators.ge(1))
     verify_probes_per_round: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     verify_ratio: float = attrs.field(default=1.25, validator=attrs.validators.gt(1))
+    verify_near: float = attrs.field(
+        default=0.7, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
+    )
+    verify_near_ratio: float = attrs.field(default=1.15, validator=attrs.validators.gt(1))
     learn_after: int = attrs.field(default=20, validator=attrs.validators.ge(2))
     max_concurrent_checks: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     backoff_initial: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
@@ -220,11 +231,16 @@ class PollPolicy:
             return self.scaled(self.probe_floor)
         return max(self.probe_first_share * minimum, self.interval_floor(minimum))
 
-    def probe_count(self, waiting: int, rounds_done: int, *, unknown: bool) -> int:
+    def probe_count(
+        self, waiting: int, rounds_done: int, *, unknown: bool, near: bool = False
+    ) -> int:
         """How many of ``waiting`` jobs a probe round checks (the ``rounds_done + 1``-th round).
 
-        For a model with a minimum, ``verify_probes_per_round``. For a model
-        with nothing known, one in ``probe_share`` of the waiting jobs,
+        For a model with a minimum, ``verify_probes_per_round``; when ``near``
+        (the round's age is past ``verify_near`` of the minimum), one in
+        ``probe_share`` of the waiting jobs, between that and
+        ``probes_per_round``. For a model with nothing known, one in
+        ``probe_share`` of the waiting jobs,
         between 2 and ``probes_per_round``, ramped up from 1 (doubling every
         ``probe_ramp_rounds`` rounds): the search starts at a tiny age where a
         job is almost never done, so the full count only pays near the end.
@@ -232,6 +248,9 @@ class PollPolicy:
         if waiting <= 0:
             return 0
         if not unknown:
+            if near and self.verify_probes_per_round:
+                dense = min(max(2, -(-waiting // self.probe_share)), self.probes_per_round)
+                return min(max(dense, self.verify_probes_per_round), waiting)
             return min(self.verify_probes_per_round, waiting)
         full = min(max(2, -(-waiting // self.probe_share)), self.probes_per_round)
         if self.probe_ramp_rounds:

@@ -198,6 +198,12 @@ def test_probe_count_ramps_up_for_an_unknown_model() -> None:
     assert policy.probe_count(10, 20, unknown=True) == 2  # at least 2
     assert policy.probe_count(1, 20, unknown=True) == 1  # no more than are waiting
     assert policy.probe_count(1000, 0, unknown=False) == policy.verify_probes_per_round
+    # Near the prior, verification samples in proportion to the cohort.
+    assert policy.probe_count(400, 0, unknown=False, near=True) == 16
+    assert policy.probe_count(5000, 0, unknown=False, near=True) == 32
+    assert policy.probe_count(10, 0, unknown=False, near=True) == 2
+    assert policy.probe_count(1, 0, unknown=False, near=True) == 1
+    assert PollPolicy(verify_probes_per_round=0).probe_count(400, 0, unknown=False, near=True) == 0
     flat = PollPolicy(probe_ramp_rounds=0)
     assert flat.probe_count(1000, 0, unknown=True) == 32
     assert policy.probe_count(0, 5, unknown=True) == 0

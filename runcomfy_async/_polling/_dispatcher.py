@@ -326,8 +326,8 @@ class PollScheduler:
             if due is None:
                 continue
             for t in picked:
-                if self._cohorts.is_parked(t):
-                    continue  # its model's probe rounds check it
+                if self._cohorts.is_parked(t) or t.failures:
+                    continue  # probe rounds check it, or it backs off (a Retry-After)
                 if not t.checking and t.due > now + interval:
                     # (a check under way, or due within the interval anyway,
                     # answers the search as well, for no extra request)
@@ -616,7 +616,11 @@ class PollScheduler:
                 earliest = max(earliest, t.last_not_done + minimum)
             if t.earliest is None or earliest < t.earliest:
                 t.earliest = earliest
-                due = self._plan(t, max(now, t.last_not_done), earliest)
+                # The check the lower minimum would have planned after the
+                # job's last sighting; if that is past, the job may have
+                # finished since: check it now (planning from now would add
+                # a tenth of its age on top of the time already lost).
+                due = max(now, self._plan(t, t.last_not_done, earliest))
                 if due < t.due:
                     self._push(t, due)
 

@@ -247,10 +247,13 @@ class QueueFrontier:
         if self._next_round is None:
             self._next_round = now + interval
         if self._probe is not None:
-            if self._probe.done or now - self._probe_sent > interval:
+            if self._probe.done or now - self._probe_sent >= interval:
                 self._probe = None  # finished, or its check failed: the search goes on
             else:
-                return [], self._next_round
+                # Wait for its answer (which pokes the scheduler), or give it
+                # up an interval after it went out: never a due time already
+                # past, which would wake the scheduler in a loop.
+                return [], max(self._next_round, self._probe_sent + interval)
         picked: Tracked | None = None
         if self._next_round <= now:
             active = now - self._last_queued_seen <= 5 * interval
