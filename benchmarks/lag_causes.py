@@ -1,6 +1,6 @@
 """Where detection lag comes from: per-job trace of one bench_scheduler scenario.
 
-``python benchmarks/lag_causes.py [faults|faultfree] [--jobs N] [--top K]``
+``python benchmarks/lag_causes.py [faults|faultfree] [--jobs N] [--top K] [--rate none|R]``
 
 Runs the scenario's emulator in its own process and the client in this one,
 with the scheduler instrumented (every check sent and answered, every due
@@ -202,11 +202,16 @@ def main() -> int:
     parser.add_argument("scenario", nargs="?", default="faults")
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--top", type=int, default=6)
+    parser.add_argument(
+        "--rate", default=None, help='"none": no request budget; a number: that starting rate'
+    )
     args = parser.parse_args()
     scenario = bs.NAMED[args.scenario]
     spec = dict(scenario["approaches"][0][1])
     spec["n"] = args.jobs or scenario["jobs"]
     spec.setdefault("ts", scenario["config"].get("time_scale", 1.0))
+    if args.rate is not None:
+        spec["rate"] = None if args.rate == "none" else float(args.rate)
     events: Events = collections.defaultdict(list)
     instrument(events)
     with bs.emulator(scenario["config"]) as info:

@@ -111,6 +111,9 @@ class PollScheduler:
         self._cooling: dict[str, tuple[asyncio.TimerHandle, float, float, int]] = {}
         self._fail_streak = 0
         self._server_down = False
+        # While the server looks down, one backed-off job keeps its regular
+        # pace (the canary): its answer says when the server is back.
+        self._canary: str | None = None
         self.checks = 0
         self.check_failures = 0
 
@@ -623,9 +626,16 @@ class PollScheduler:
             )
             self._finish(t, exc)
             return
-        delay = self.policy.backoff(
-            t.failures, age=age, minimum=minimum, server_down=self._server_down
-        )
+        down = self._server_down
+        if down and (
+            self._canary is None
+            or self._canary == t.request_id
+            or self._canary not in self._cooling
+        ):
+            # Someone must notice the server is back: this job keeps its pace.
+            self._canary = t.request_id
+            down = False
+        delay = self.policy.backoff(t.failures, age=age, minimum=minimum, server_down=down)
         if retry_after is not None:
             # Honour the server, within the one cap (scaled with the policy's time).
             delay = max(delay, cap_retry_after(retry_after, self._retry_after_cap) or 0.0)
@@ -686,6 +696,7 @@ class PollScheduler:
         if not self._server_down:
             return
         self._server_down = False
+        self._canary = None
         now = self._clock()
         moved = 0
         for rid, (handle, ready, rank, seq) in list(self._cooling.items()):
