@@ -31,10 +31,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_scheduler as bs  # noqa: E402
+import bench_scheduler as bs
 
-from runcomfy_async import RunComfyClient  # noqa: E402
-from runcomfy_async._polling import _dispatcher, _due  # noqa: E402
+from runcomfy_async import RunComfyClient
+from runcomfy_async._polling import _dispatcher, _due
 
 Events = dict[str, list[tuple[Any, ...]]]
 
