@@ -224,16 +224,19 @@ def test_a_job_failing_alone_is_checked_at_its_regular_pace_at_most() -> None:
     assert gaps[0] == pytest.approx(0.25 * 0.1 * times[0])  # a quarter interval first
 
 
-def outage_run(outage: tuple[float, float] | None) -> tuple[LoggedAPI, list[Tracked], float]:
-    """40 jobs (60-140 s, staggered), a server down for ``outage`` (relative seconds)."""
+def outage_run(
+    outage: tuple[float, float] | None, *, jobs: int = 40, max_check_failures: int = 1000
+) -> tuple[LoggedAPI, list[Tracked], float]:
+    """``jobs`` jobs (60-140 s, staggered), a server down for ``outage`` (relative seconds)."""
+    n = jobs
 
     async def main() -> tuple[LoggedAPI, list[Tracked], float]:
         api = LoggedAPI()
         if outage is not None:
             api.outage = (START + outage[0], START + outage[1])
-        sched = PollScheduler(api, policy(max_check_failures=1000))
+        sched = PollScheduler(api, policy(max_check_failures=max_check_failures))
         jobs = []
-        for i in range(40):
+        for i in range(n):
             rid = f"j{i:02d}"
             api.add(rid, 60.0 + 2.0 * i, now=START)
             jobs.append(sched.track(rid, MODEL))
@@ -270,6 +273,25 @@ def test_a_down_server_is_spared_and_its_jobs_come_forward_when_it_answers() -> 
         if finish < down_to:
             age = first_ok - 0.0
             assert t.detected_at - START <= first_ok + 0.25 * min(0.1 * age, 15.0) + 1e-6
+
+
+def test_a_long_outage_fails_no_job_the_canary_included() -> None:
+    """Down for 330 s at the default ``max_check_failures`` (20): the backed-off
+    jobs fail about ten times each; the canary, at its regular pace, over twenty,
+    but those are the server's failures, not its own."""
+    api, jobs, _ = outage_run((70.0, 400.0), max_check_failures=20)
+    assert all(isinstance(t.outcome, Result) for t in jobs), [t.outcome for t in jobs]
+    per_job: dict[str, int] = {}
+    for _, rid, what in api.log:
+        if what == "ServerError":
+            per_job[rid] = per_job.get(rid, 0) + 1
+    assert max(per_job.values()) > 20  # the canary did fail that often
+
+
+def test_a_server_down_for_good_fails_every_job_in_the_end() -> None:
+    api, jobs, _ = outage_run((0.0, float("inf")), jobs=5, max_check_failures=6)
+    assert all(isinstance(t.outcome, ServerError) for t in jobs)
+    assert not any(what == "succeeded" for _, _, what in api.log)
 
 
 def test_without_the_outage_the_same_jobs_are_seen_within_the_lag_bound() -> None:

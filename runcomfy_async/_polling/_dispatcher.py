@@ -619,23 +619,35 @@ class PollScheduler:
         else:
             self._server_failed(exc)
         self.check_failures += 1
-        t.failures += 1
+        down = self._server_down
+        others_wait = len(self._cooling) - (t.request_id in self._cooling) > 0
+        canary = (
+            down
+            and decision is CheckDecision.BACKOFF
+            and others_wait
+            and (
+                self._canary is None
+                or self._canary == t.request_id
+                or self._canary not in self._cooling
+            )
+        )
+        if canary:
+            # Someone must notice the server is back: this job keeps its
+            # regular pace for all the jobs backing off. Its failures are the
+            # server's, not its own: they do not bring it nearer to giving up
+            # (the others' do, at their slower pace; once it is alone, its own too).
+            self._canary = t.request_id
+            down = False
+        else:
+            t.failures += 1
         if t.failures >= self.policy.max_check_failures:
             logger.warning(
                 "giving up on request %s after %d failed checks: %r", t.request_id, t.failures, exc
             )
             self._finish(t, exc)
             return
-        down = self._server_down
-        if down and (
-            self._canary is None
-            or self._canary == t.request_id
-            or self._canary not in self._cooling
-        ):
-            # Someone must notice the server is back: this job keeps its pace.
-            self._canary = t.request_id
-            down = False
-        delay = self.policy.backoff(t.failures, age=age, minimum=minimum, server_down=down)
+        failures = max(t.failures, 1)
+        delay = self.policy.backoff(failures, age=age, minimum=minimum, server_down=down)
         if retry_after is not None:
             # Honour the server, within the one cap (scaled with the policy's time).
             delay = max(delay, cap_retry_after(retry_after, self._retry_after_cap) or 0.0)
