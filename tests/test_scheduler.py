@@ -484,22 +484,60 @@ def test_the_due_queue_skips_stale_entries_of_rescheduled_and_dropped_jobs() -> 
     run_virtual(main)
 
 
-def test_a_frontier_round_brackets_the_start_boundary_and_settles_when_all_started() -> None:
+def test_a_frontier_round_searches_for_the_oldest_queued_job_one_probe_at_a_time() -> None:
     async def main() -> None:
         frontier = QueueFrontier()
-        jobs = [Tracked(f"j{i}", KLING, 0.0) for i in range(9)]
+        jobs = [Tracked(f"j{i}", KLING, 0.0) for i in range(20)]
         for t in jobs:
             frontier.add(t)
         picked, due = frontier.round(0.0, 10.0, 3)
         assert picked == [] and due == 10.0  # the first round is one interval out
         frontier.note_queued(9.0)
+        # Round 1: no boundary known yet, start from the oldest job of unknown start.
         picked, due = frontier.round(10.0, 10.0, 3)
-        assert picked == [jobs[2], jobs[4], jobs[6]] and due == 20.0
-        frontier.seen_queued(jobs[4], 10.0)
-        assert frontier.queued_at(jobs[7]) == 10.0 and frontier.queued_at(jobs[3]) is None
+        assert picked == [jobs[0]] and due == 20.0
+        # One probe in flight at a time: nothing more until it is answered.
+        assert frontier.round(10.5, 10.0, 3) == ([], 20.0)
+        assert frontier.probing(jobs[0])
+        # Started: every older job has too; jump on by the step (1 job a round so far).
+        assert frontier.seen_started(jobs[0]) == []
+        picked, _ = frontier.round(11.0, 10.0, 3)
+        assert picked == [jobs[1]]
+        frontier.seen_queued(jobs[1], 11.0)
+        # Queued: the oldest job of unknown start is queued, so the boundary is found.
+        assert frontier.round(11.5, 10.0, 3) == ([], 20.0)
+        assert frontier.queued_at(jobs[7]) == 11.0 and frontier.queued_at(jobs[0]) is None
+        # Round 2: the boundary moved 6 jobs (seen at job 7 by the next round's bisection).
+        frontier.seen_started(jobs[6])
+        picked, _ = frontier.round(20.0, 10.0, 3)
+        # From the last boundary (job 1) by the step (1): the oldest left, job 7.
+        assert picked == [jobs[7]]
+        frontier.seen_started(jobs[7])
+        picked, _ = frontier.round(20.5, 10.0, 3)
+        assert picked == [jobs[8]]
+        frontier.seen_queued(jobs[12], 20.6)  # another check saw job 12 queued: bisect below it
         frontier.seen_started(jobs[8])
+        picked, _ = frontier.round(21.0, 10.0, 3)
+        assert picked == [jobs[10]]  # halfway between the head (job 9) and job 12
+        frontier.seen_queued(jobs[10], 21.0)
+        # The search spent its 3 probes: the rest of the round waits.
+        assert frontier.round(21.5, 10.0, 3) == ([], 30.0)
+        assert frontier.queued_at(jobs[11]) == 21.0 and frontier.queued_at(jobs[9]) == 11.0
+        # Round 3 closes round 2's search: the boundary moved from job 1 to job 10.
+        picked, _ = frontier.round(30.0, 10.0, 3)
+        assert frontier._step == 5.0  # (1 + 9) / 2
+        assert picked == [jobs[15]]  # from the last boundary (job 10) by the step (5)
+        # Jobs popped by a younger job's start come back with their queued dating.
+        # (job 12's own sighting at 20.6 gave way to job 10's at 21.0, which covers it.)
+        assert frontier.seen_started(jobs[13]) == [
+            (jobs[9], 11.0),
+            (jobs[10], 21.0),
+            (jobs[11], 21.0),
+            (jobs[12], 21.0),
+        ]
+        frontier.seen_started(jobs[19])
         assert frontier.settled()
-        assert frontier.round(30.0, 10.0, 3) == ([], None)
+        assert frontier.round(40.0, 10.0, 3) == ([], None)
 
     run_virtual(main)
 

@@ -271,7 +271,7 @@ class PollScheduler:
         if t.last_state is not JobState.QUEUED:
             return False
         frontier = self._frontiers.get(t.model_id)
-        if frontier is None or t not in frontier:
+        if frontier is None or t not in frontier or frontier.probing(t):
             return False
         now = self._clock()
         if t.due > now:
@@ -286,10 +286,39 @@ class PollScheduler:
         due = self._plan(t, seen_at, earliest)
         if due <= now or not self.monitor(t.model_id).allow_skip():
             return False
-        t.last_not_done = seen_at
+        # ``last_not_done`` stays: it records real sightings only, which is
+        # what ``_fifo_off`` falls back on if the order turns out not FIFO
+        # (an inferred one kept there would hold the job late after that).
         t.earliest = earliest
         self._push(t, due)
         return True
+
+    def _date_starts(self, dated: list[tuple[Tracked, float]]) -> None:
+        """Apply the last queued sighting of each job whose start a sighting just confirmed.
+
+        Such a job was queued at ``seen_at`` (it or an older job was seen
+        queued then), so it cannot finish before ``seen_at`` plus the model's
+        minimum: its checks move later (never earlier). Each move is a skip
+        the queue-order monitor audits like any other.
+        """
+        for t, seen_at in dated:
+            if t.checking or t.last_state is not JobState.QUEUED or seen_at <= t.last_not_done:
+                continue  # checked since, or under way: its own answer dates it
+            if self._cohorts.is_parked(t):
+                continue
+            minimum = self.latency(t.model_id).minimum()
+            if minimum is None:
+                continue
+            earliest = seen_at + minimum
+            if t.earliest is not None and earliest <= t.earliest:
+                continue
+            due = self._plan(t, seen_at, earliest)
+            if due <= t.due or not self.monitor(t.model_id).allow_skip():
+                continue
+            # (``last_not_done`` stays: it records real sightings only, which
+            # is what a model found out of order falls back on.)
+            t.earliest = earliest
+            self._due.push(t, due)  # later, never the new head: no poke needed
 
     def _frontier(self, model_id: str) -> QueueFrontier:
         frontier = self._frontiers.get(model_id)
@@ -311,9 +340,12 @@ class PollScheduler:
             if due is None:
                 continue
             for t in picked:
-                if t.checking or self._cohorts.is_parked(t) or t.due <= now + interval:
-                    continue  # checked soon anyway
-                self._due.push(t, now)
+                if self._cohorts.is_parked(t):
+                    continue  # its model's probe rounds check it
+                if not t.checking and t.due > now + interval:
+                    # (a check under way, or due within the interval anyway,
+                    # answers the search as well, for no extra request)
+                    self._due.push(t, now)
             next_due = due if next_due is None else min(next_due, due)
         return next_due
 
@@ -527,10 +559,14 @@ class PollScheduler:
             earliest = t.submitted + minimum
             if t.last_state is JobState.QUEUED and t.last_not_done > t.submitted:
                 earliest = max(earliest, t.last_not_done + minimum)
+            held = t.earliest is not None and earliest < t.earliest and earliest <= now
             t.earliest = earliest
             if t.checking:
                 continue  # its answer schedules it
-            due = self._plan(t, max(now, t.last_not_done), earliest)
+            # Held by the inference past what its own sightings allow, it may
+            # have finished any time since: check it now (a request each,
+            # once; waiting another tenth of its age would be lag).
+            due = now if held else self._plan(t, max(now, t.last_not_done), earliest)
             if due < t.due:
                 self._push(t, due)
 
@@ -550,6 +586,8 @@ class PollScheduler:
             frontier = None
         if frontier is not None and state is JobState.QUEUED:
             frontier.note_queued(now)
+        if frontier is not None and frontier.probing(t):
+            self._poke()  # the answer picks the search's next probe: run the frontiers now
         minimum = self.latency(t.model_id).minimum()
         if minimum is None:
             # Still nothing known of this model: back to the parking lot.
@@ -563,7 +601,7 @@ class PollScheduler:
             if frontier is not None:
                 frontier.seen_queued(t, now)
         elif state is JobState.RUNNING and frontier is not None:
-            frontier.seen_started(t)
+            self._date_starts(frontier.seen_started(t))
         self._push(t, self._plan(t, now, t.earliest))
 
     def _observe(self, t: Tracked, result: Result, now: float) -> None:
@@ -741,7 +779,7 @@ class PollScheduler:
         self._cohorts.leave(t)
         frontier = self._frontiers.get(t.model_id)
         if frontier is not None:
-            frontier.forget(t)
+            self._date_starts(frontier.forget(t))
         if not t.waiter.done():
             t.waiter.set_result(None)
         if isinstance(outcome, Result):
