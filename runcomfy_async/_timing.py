@@ -84,8 +84,14 @@ class PollPolicy:
     - ``learn_after``: how many finished jobs before the learned minimum
       replaces the prior (before that it can only lower it).
     - ``max_concurrent_checks``: checks in flight at once.
-    - ``backoff_initial`` / ``backoff_max``: a job whose check failed is
-      checked again after this backoff (doubling per failure).
+    - ``backoff_share`` / ``backoff_max``: a job whose check failed is
+      checked again ``backoff_share`` of its regular check interval later
+      (the gap :meth:`plan_next` leaves at its age), doubling per failure, up
+      to that interval while the server answers other checks, up to
+      ``backoff_max`` seconds while it looks down (see :meth:`backoff`).
+    - ``outage_after``: this many failed check answers in a row, across all
+      jobs, and the server looks down (a sporadic fault rate rarely strings
+      that many together).
     - ``max_check_failures``: consecutive failed checks after which the job
       fails with the last error.
     - ``not_found_confirmations``: how many 404 answers in a row before the
@@ -146,8 +152,9 @@ class PollPolicy:
     verify_near_ratio: float = attrs.field(default=1.15, validator=attrs.validators.gt(1))
     learn_after: int = attrs.field(default=20, validator=attrs.validators.ge(2))
     max_concurrent_checks: int = attrs.field(default=32, validator=attrs.validators.ge(1))
-    backoff_initial: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    backoff_share: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
     backoff_max: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
+    outage_after: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     max_check_failures: int = attrs.field(default=20, validator=attrs.validators.ge(1))
     not_found_confirmations: int = attrs.field(default=2, validator=attrs.validators.ge(1))
     assume_fifo_queue: bool = True
@@ -272,10 +279,29 @@ class PollPolicy:
             confidence=self.quantile_confidence,
         )
 
-    def backoff(self, failures: int) -> float:
-        """Seconds before re-checking a job whose last ``failures`` checks failed."""
-        exp = min(failures - 1, 30)
-        return min(self.scaled(self.backoff_initial) * 2.0**exp, self.scaled(self.backoff_max))
+    def backoff(
+        self, failures: int, *, age: float, minimum: float | None, server_down: bool = False
+    ) -> float:
+        """Seconds before re-checking a job ``age`` old whose last ``failures`` checks failed.
+
+        At the job's own scale, like every other interval: the regular check
+        interval at its age (``lag_fraction`` of it, at most ``max_lag``, at
+        least :meth:`interval_floor`), times ``backoff_share``, doubling per
+        failure. While the server answers other checks (``server_down``
+        False), the failure was the job's bad luck (a sporadic 5xx, a dropped
+        connection), and the backoff never exceeds the regular interval: a
+        job that finished is still noticed about within the lag bound, and a
+        failing job costs no more requests than a healthy one. While the
+        server looks down, it doubles on up to ``backoff_max`` (scaled) to
+        spare it; the scheduler brings those jobs forward when it answers
+        again. Never below :meth:`interval_floor` (``minimum``: the model's
+        minimum duration, None if unknown), which protects the server.
+        """
+        floor = self.interval_floor(minimum)
+        interval = max(min(self.lag_fraction * max(age, 0.0), self.scaled(self.max_lag)), floor)
+        delay = self.backoff_share * interval * 2.0 ** min(max(failures - 1, 0), 60)
+        cap = self.scaled(self.backoff_max) if server_down else interval
+        return max(min(delay, cap), floor)
 
     def expected_checks(self, min_seconds: float, max_seconds: float) -> float:
         """About how many checks a job lasting up to ``max_seconds`` costs (for docs/benchmarks)."""
