@@ -22,8 +22,11 @@ any other error answer (4xx)                  RAISE (nothing was created)
 URL) are retried on transport failures, unreadable bodies and any status in
 :data:`RETRYABLE_STATUS`; every other error is final.
 
-**Scheduler checks** are single tries; the scheduler retries them on its own
-clock (``PollPolicy.backoff``), and :func:`classify_check` tells it how hard.
+**Scheduler checks** are single tries (never retried here as well: a retry
+loop inside a check would hold a worker and a place in line for seconds that
+mean nothing at the job's scale); the scheduler retries them on its own clock
+(``PollPolicy.backoff``: a share of the job's regular check interval, or the
+``Retry-After``), and :func:`classify_check` tells it how hard.
 
 Everywhere a server's ``Retry-After`` is honoured, capped at one value,
 :data:`MAX_RETRY_AFTER` (``RetryPolicy.max_retry_after`` may lower or raise

@@ -74,11 +74,24 @@ class PollPolicy:
     - ``verify_probes_per_round``: for a model with a prior, this many probes
       a round, from a tenth of the prior on and at ratio ``verify_ratio``,
       to catch a prior that is too high.
+    - ``verify_near`` / ``verify_near_ratio``: from this share of the prior
+      on, verify rounds sample one waiting job in ``probe_share`` (at least
+      ``verify_probes_per_round``), at ratio ``verify_near_ratio``. A prior
+      above a model's fast tail (a lognormal's, say) leaves every job that
+      beats it late, and a few probes rarely meet one of them; a cohort
+      submitted together finds them in time only by sampling in proportion
+      (about 0.1 requests a job for a cohort of 400 whose prior holds).
     - ``learn_after``: how many finished jobs before the learned minimum
       replaces the prior (before that it can only lower it).
     - ``max_concurrent_checks``: checks in flight at once.
-    - ``backoff_initial`` / ``backoff_max``: a job whose check failed is
-      checked again after this backoff (doubling per failure).
+    - ``backoff_share`` / ``backoff_max``: a job whose check failed is
+      checked again ``backoff_share`` of its regular check interval later
+      (the gap :meth:`plan_next` leaves at its age), doubling per failure, up
+      to that interval while the server answers other checks, up to
+      ``backoff_max`` seconds while it looks down (see :meth:`backoff`).
+    - ``outage_after``: this many failed check answers in a row, across all
+      jobs, and the server looks down (a sporadic fault rate rarely strings
+      that many together).
     - ``max_check_failures``: consecutive failed checks after which the job
       fails with the last error.
     - ``not_found_confirmations``: how many 404 answers in a row before the
@@ -133,10 +146,15 @@ class PollPolicy:
     probe_share: int = attrs.field(default=25, validator=attrs.validators.ge(1))
     verify_probes_per_round: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     verify_ratio: float = attrs.field(default=1.25, validator=attrs.validators.gt(1))
+    verify_near: float = attrs.field(
+        default=0.7, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
+    )
+    verify_near_ratio: float = attrs.field(default=1.15, validator=attrs.validators.gt(1))
     learn_after: int = attrs.field(default=20, validator=attrs.validators.ge(2))
     max_concurrent_checks: int = attrs.field(default=32, validator=attrs.validators.ge(1))
-    backoff_initial: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    backoff_share: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
     backoff_max: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
+    outage_after: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     max_check_failures: int = attrs.field(default=20, validator=attrs.validators.ge(1))
     not_found_confirmations: int = attrs.field(default=2, validator=attrs.validators.ge(1))
     assume_fifo_queue: bool = True
@@ -220,11 +238,16 @@ class PollPolicy:
             return self.scaled(self.probe_floor)
         return max(self.probe_first_share * minimum, self.interval_floor(minimum))
 
-    def probe_count(self, waiting: int, rounds_done: int, *, unknown: bool) -> int:
+    def probe_count(
+        self, waiting: int, rounds_done: int, *, unknown: bool, near: bool = False
+    ) -> int:
         """How many of ``waiting`` jobs a probe round checks (the ``rounds_done + 1``-th round).
 
-        For a model with a minimum, ``verify_probes_per_round``. For a model
-        with nothing known, one in ``probe_share`` of the waiting jobs,
+        For a model with a minimum, ``verify_probes_per_round``; when ``near``
+        (the round's age is past ``verify_near`` of the minimum), one in
+        ``probe_share`` of the waiting jobs, between that and
+        ``probes_per_round``. For a model with nothing known, one in
+        ``probe_share`` of the waiting jobs,
         between 2 and ``probes_per_round``, ramped up from 1 (doubling every
         ``probe_ramp_rounds`` rounds): the search starts at a tiny age where a
         job is almost never done, so the full count only pays near the end.
@@ -232,6 +255,9 @@ class PollPolicy:
         if waiting <= 0:
             return 0
         if not unknown:
+            if near and self.verify_probes_per_round:
+                dense = min(max(2, -(-waiting // self.probe_share)), self.probes_per_round)
+                return min(max(dense, self.verify_probes_per_round), waiting)
             return min(self.verify_probes_per_round, waiting)
         full = min(max(2, -(-waiting // self.probe_share)), self.probes_per_round)
         if self.probe_ramp_rounds:
@@ -253,10 +279,29 @@ class PollPolicy:
             confidence=self.quantile_confidence,
         )
 
-    def backoff(self, failures: int) -> float:
-        """Seconds before re-checking a job whose last ``failures`` checks failed."""
-        exp = min(failures - 1, 30)
-        return min(self.scaled(self.backoff_initial) * 2.0**exp, self.scaled(self.backoff_max))
+    def backoff(
+        self, failures: int, *, age: float, minimum: float | None, server_down: bool = False
+    ) -> float:
+        """Seconds before re-checking a job ``age`` old whose last ``failures`` checks failed.
+
+        At the job's own scale, like every other interval: the regular check
+        interval at its age (``lag_fraction`` of it, at most ``max_lag``, at
+        least :meth:`interval_floor`), times ``backoff_share``, doubling per
+        failure. While the server answers other checks (``server_down``
+        False), the failure was the job's bad luck (a sporadic 5xx, a dropped
+        connection), and the backoff never exceeds the regular interval: a
+        job that finished is still noticed about within the lag bound, and a
+        failing job costs no more requests than a healthy one. While the
+        server looks down, it doubles on up to ``backoff_max`` (scaled) to
+        spare it; the scheduler brings those jobs forward when it answers
+        again. Never below :meth:`interval_floor` (``minimum``: the model's
+        minimum duration, None if unknown), which protects the server.
+        """
+        floor = self.interval_floor(minimum)
+        interval = max(min(self.lag_fraction * max(age, 0.0), self.scaled(self.max_lag)), floor)
+        delay = self.backoff_share * interval * 2.0 ** min(max(failures - 1, 0), 60)
+        cap = self.scaled(self.backoff_max) if server_down else interval
+        return max(min(delay, cap), floor)
 
     def expected_checks(self, min_seconds: float, max_seconds: float) -> float:
         """About how many checks a job lasting up to ``max_seconds`` costs (for docs/benchmarks)."""

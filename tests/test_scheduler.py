@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -149,6 +150,47 @@ def test_learning_a_lower_minimum_brings_waiting_jobs_forward() -> None:
     assert not late
     assert sched.latency(KLING).minimum() is not None
     assert sched.latency(KLING).minimum() < 20  # type: ignore[operator]
+
+
+def _lognormal(n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [min(400.0, max(30.0, rng.lognormvariate(math.log(110), 0.4))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 4])
+def test_a_prior_above_the_fast_tail_is_caught_in_time(seed: int) -> None:
+    # Lognormal durations (median 110 s): 6-8% of jobs beat Kling's 60 s
+    # prior. Two verify probes a round rarely meet one; sampling the cohort
+    # near the prior finds one, and every job the lower minimum says may be
+    # done is checked at once. Before: p95 lag 0.23 / 0.19 / 0.13 of age.
+    durations = _lognormal(400, seed)
+    assert sum(d < 60 for d in durations) > 0.05 * len(durations)
+    api, tracked, _ = run_virtual(lambda: _run_cohort(KLING, durations))
+    assert _p95([lag / age for lag, age in _lags(api, tracked)]) <= 0.10
+
+
+def test_a_lower_minimum_checks_at_once_the_jobs_it_says_may_be_done() -> None:
+    # A prior of 60 s; a verify probe finds one job done at 45 s. The others
+    # that finished before then must not wait for a tenth of their age more.
+    async def main() -> tuple[FakeAPI, list[Tracked]]:
+        api = FakeAPI()
+        policy = PollPolicy(verify_probes_per_round=1, verify_near=1.0, learn_after=2)
+        sched = PollScheduler(api, policy)
+        now = asyncio.get_running_loop().time()
+        tracked = []
+        for i, d in enumerate([40.0] * 30 + [150.0] * 10):
+            api.add(f"j{i}", d, now=now)
+            tracked.append(sched.track(f"j{i}", KLING))
+        await asyncio.gather(*(t.waiter for t in tracked))
+        await sched.aclose()
+        return api, tracked
+
+    _, tracked = run_virtual(main)
+    detected = sorted(t.detected_at - t.submitted for t in tracked[:30])  # type: ignore[operator]
+    first = detected[0]  # the probe that found one done
+    assert 40.0 <= first < 60.0
+    # Every other 40 s job is checked right then, not at first * 1.1 or later.
+    assert detected[-1] - first < 0.01, (first, detected[-1])
 
 
 def test_failed_and_cancelled_and_vanished_jobs_get_their_errors() -> None:
@@ -356,7 +398,9 @@ def test_a_listener_never_traps_a_finished_job_on_the_status_route() -> None:
 
     api, t = run_virtual(main)
     assert isinstance(t.outcome, Result)
-    assert api.status_checks < 20
+    # Verify rounds (a's prior) and frontier rounds (b queues) cost ~25 status
+    # checks over the 84 s; a job trapped on the status route would loop forever.
+    assert api.status_checks < 35
 
 
 def test_a_listener_alone_costs_no_request() -> None:
@@ -484,22 +528,60 @@ def test_the_due_queue_skips_stale_entries_of_rescheduled_and_dropped_jobs() -> 
     run_virtual(main)
 
 
-def test_a_frontier_round_brackets_the_start_boundary_and_settles_when_all_started() -> None:
+def test_a_frontier_round_searches_for_the_oldest_queued_job_one_probe_at_a_time() -> None:
     async def main() -> None:
         frontier = QueueFrontier()
-        jobs = [Tracked(f"j{i}", KLING, 0.0) for i in range(9)]
+        jobs = [Tracked(f"j{i}", KLING, 0.0) for i in range(20)]
         for t in jobs:
             frontier.add(t)
         picked, due = frontier.round(0.0, 10.0, 3)
         assert picked == [] and due == 10.0  # the first round is one interval out
         frontier.note_queued(9.0)
+        # Round 1: no boundary known yet, start from the oldest job of unknown start.
         picked, due = frontier.round(10.0, 10.0, 3)
-        assert picked == [jobs[2], jobs[4], jobs[6]] and due == 20.0
-        frontier.seen_queued(jobs[4], 10.0)
-        assert frontier.queued_at(jobs[7]) == 10.0 and frontier.queued_at(jobs[3]) is None
+        assert picked == [jobs[0]] and due == 20.0
+        # One probe in flight at a time: nothing more until it is answered.
+        assert frontier.round(10.5, 10.0, 3) == ([], 20.0)
+        assert frontier.probing(jobs[0])
+        # Started: every older job has too; jump on by the step (1 job a round so far).
+        assert frontier.seen_started(jobs[0]) == []
+        picked, _ = frontier.round(11.0, 10.0, 3)
+        assert picked == [jobs[1]]
+        frontier.seen_queued(jobs[1], 11.0)
+        # Queued: the oldest job of unknown start is queued, so the boundary is found.
+        assert frontier.round(11.5, 10.0, 3) == ([], 20.0)
+        assert frontier.queued_at(jobs[7]) == 11.0 and frontier.queued_at(jobs[0]) is None
+        # Round 2: the boundary moved 6 jobs (seen at job 7 by the next round's bisection).
+        frontier.seen_started(jobs[6])
+        picked, _ = frontier.round(20.0, 10.0, 3)
+        # From the last boundary (job 1) by the step (1): the oldest left, job 7.
+        assert picked == [jobs[7]]
+        frontier.seen_started(jobs[7])
+        picked, _ = frontier.round(20.5, 10.0, 3)
+        assert picked == [jobs[8]]
+        frontier.seen_queued(jobs[12], 20.6)  # another check saw job 12 queued: bisect below it
         frontier.seen_started(jobs[8])
+        picked, _ = frontier.round(21.0, 10.0, 3)
+        assert picked == [jobs[10]]  # halfway between the head (job 9) and job 12
+        frontier.seen_queued(jobs[10], 21.0)
+        # The search spent its 3 probes: the rest of the round waits.
+        assert frontier.round(21.5, 10.0, 3) == ([], 30.0)
+        assert frontier.queued_at(jobs[11]) == 21.0 and frontier.queued_at(jobs[9]) == 11.0
+        # Round 3 closes round 2's search: the boundary moved from job 1 to job 10.
+        picked, _ = frontier.round(30.0, 10.0, 3)
+        assert frontier._step == 5.0  # (1 + 9) / 2
+        assert picked == [jobs[15]]  # from the last boundary (job 10) by the step (5)
+        # Jobs popped by a younger job's start come back with their queued dating.
+        # (job 12's own sighting at 20.6 gave way to job 10's at 21.0, which covers it.)
+        assert frontier.seen_started(jobs[13]) == [
+            (jobs[9], 11.0),
+            (jobs[10], 21.0),
+            (jobs[11], 21.0),
+            (jobs[12], 21.0),
+        ]
+        frontier.seen_started(jobs[19])
         assert frontier.settled()
-        assert frontier.round(30.0, 10.0, 3) == ([], None)
+        assert frontier.round(40.0, 10.0, 3) == ([], None)
 
     run_virtual(main)
 

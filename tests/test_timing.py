@@ -44,17 +44,23 @@ def test_gap_is_never_below_the_interval_floor_of_the_model() -> None:
 
 
 def test_time_scale_scales_cap_floor_and_backoff() -> None:
-    policy = PollPolicy(time_scale=0.01, max_lag=15.0, server_floor=0.5, backoff_initial=1.0)
+    policy = PollPolicy(time_scale=0.01, max_lag=15.0, server_floor=0.5, backoff_max=60.0)
     due = policy.plan_next(now=1000.0, submitted=0.0, earliest=None, minimum=None)
     assert due == pytest.approx(1000.15)
     due = policy.plan_next(now=0.0, submitted=0.0, earliest=None, minimum=None)
     assert due == pytest.approx(0.005)
-    assert policy.backoff(1) == pytest.approx(0.01)
+    # The floor (server_floor) and the outage cap (backoff_max) are seconds: scaled.
+    assert policy.backoff(1, age=0.0, minimum=None) == pytest.approx(0.005)
+    assert policy.backoff(50, age=1e6, minimum=None, server_down=True) == pytest.approx(0.6)
 
 
 def test_backoff_doubles_and_caps() -> None:
-    policy = PollPolicy(backoff_initial=1.0, backoff_max=10.0)
-    assert [policy.backoff(n) for n in (1, 2, 3, 4, 5, 50)] == [1, 2, 4, 8, 10, 10]
+    # Regular interval at age 40: 4 s; the first backoff a quarter of it.
+    policy = PollPolicy(backoff_share=0.25, backoff_max=10.0)
+    healthy = [policy.backoff(n, age=40.0, minimum=None) for n in (1, 2, 3, 4, 50)]
+    assert healthy == pytest.approx([1, 2, 4, 4, 4])
+    down = [policy.backoff(n, age=40.0, minimum=None, server_down=True) for n in (1, 3, 4, 5, 50)]
+    assert down == pytest.approx([1, 4, 8, 10, 10])
 
 
 @pytest.mark.parametrize("done_at", [60.001, 61.0, 75.0, 99.9, 140.0, 149.0])
@@ -198,6 +204,12 @@ def test_probe_count_ramps_up_for_an_unknown_model() -> None:
     assert policy.probe_count(10, 20, unknown=True) == 2  # at least 2
     assert policy.probe_count(1, 20, unknown=True) == 1  # no more than are waiting
     assert policy.probe_count(1000, 0, unknown=False) == policy.verify_probes_per_round
+    # Near the prior, verification samples in proportion to the cohort.
+    assert policy.probe_count(400, 0, unknown=False, near=True) == 16
+    assert policy.probe_count(5000, 0, unknown=False, near=True) == 32
+    assert policy.probe_count(10, 0, unknown=False, near=True) == 2
+    assert policy.probe_count(1, 0, unknown=False, near=True) == 1
+    assert PollPolicy(verify_probes_per_round=0).probe_count(400, 0, unknown=False, near=True) == 0
     flat = PollPolicy(probe_ramp_rounds=0)
     assert flat.probe_count(1000, 0, unknown=True) == 32
     assert policy.probe_count(0, 5, unknown=True) == 0

@@ -109,10 +109,16 @@ class ProbeCohorts:
                 self._rounds.pop(model_id, None)
                 continue
             if due <= now:
-                unknown = self._latency(model_id).minimum() is None
+                minimum = self._latency(model_id).minimum()
+                unknown = minimum is None
                 rounds = self._rounds.get(model_id, 0)
                 self._rounds[model_id] = rounds + 1
-                per_round = policy.probe_count(len(queue), rounds, unknown=unknown)
+                # Past verify_near of the prior, a prior above the model's fast
+                # tail starts to cost lag: sample in proportion to the cohort.
+                near = (
+                    minimum is not None and now - queue[0].submitted >= policy.verify_near * minimum
+                )
+                per_round = policy.probe_count(len(queue), rounds, unknown=unknown, near=near)
                 oldest = queue[0].submitted
                 sampled = 0
                 for _ in range(len(queue)):
@@ -125,12 +131,15 @@ class ProbeCohorts:
                     oldest = min(oldest, t.submitted)
                     if t.checking or (not t.cohort & _PARKED and t.due <= now):
                         continue  # it is being checked, or will be right away
+                    if t.failures:
+                        continue  # backing off (maybe a Retry-After): not a probe now
                     self._due.push(t, now)
                     sampled += 1
                 if unknown:
                     due = policy.plan_next(now=now, submitted=oldest, earliest=None, minimum=None)
                 else:
-                    due = oldest + (now - oldest) * policy.verify_ratio
+                    ratio = policy.verify_near_ratio if near else policy.verify_ratio
+                    due = oldest + (now - oldest) * ratio
                 self._probe_due[model_id] = due
             next_due = due if next_due is None else min(next_due, due)
         return next_due

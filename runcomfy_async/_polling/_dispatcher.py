@@ -11,7 +11,10 @@ heap entries, not a thousand sleeping tasks.
 When each job is checked is ``_timing.py``'s business; models with nothing
 known are probed by ``_cohort.py``; FIFO queues are read by ``_frontier.py``.
 A failed check backs off that job alone (``_retry.classify_check`` says how
-hard); nothing a check raises stops the dispatcher. The scheduler knows
+hard, ``PollPolicy.backoff`` how long, at the job's own scale) and keeps its
+place in line; a server that fails every check for a while is spared, and
+the jobs it held back come forward when it answers again. Nothing a check
+raises stops the dispatcher. The scheduler knows
 "check this id" through :class:`CheckAPI`, nothing of HTTP.
 """
 
@@ -102,6 +105,15 @@ class PollScheduler:
         self._wake: asyncio.Future[None] | None = None
         self._wake_timer: asyncio.TimerHandle | None = None
         self._closed = False
+        # Failure handling (see _on_check_error): jobs waiting out a backoff,
+        # by id: (timer, when it ends, the due time of the check that failed,
+        # the job's seq while it waits); failed answers in a row, across jobs.
+        self._cooling: dict[str, tuple[asyncio.TimerHandle, float, float, int]] = {}
+        self._fail_streak = 0
+        self._server_down = False
+        # While the server looks down, one backed-off job keeps its regular
+        # pace (the canary): its answer says when the server is back.
+        self._canary: str | None = None
         self.checks = 0
         self.check_failures = 0
 
@@ -198,6 +210,7 @@ class PollScheduler:
         self._closed = True
         if self._wake_timer is not None:
             self._wake_timer.cancel()
+        self._stop_cooling()
         runner = self._runner
         try:
             if runner is not None:
@@ -219,6 +232,7 @@ class PollScheduler:
                 ),
             )
         self._due.clear()
+        self._stop_cooling()
         self._cohorts.clear()
         self._frontiers.clear()
 
@@ -257,7 +271,7 @@ class PollScheduler:
         if t.last_state is not JobState.QUEUED:
             return False
         frontier = self._frontiers.get(t.model_id)
-        if frontier is None or t not in frontier:
+        if frontier is None or t not in frontier or frontier.probing(t):
             return False
         now = self._clock()
         if t.due > now:
@@ -272,10 +286,39 @@ class PollScheduler:
         due = self._plan(t, seen_at, earliest)
         if due <= now or not self.monitor(t.model_id).allow_skip():
             return False
-        t.last_not_done = seen_at
+        # ``last_not_done`` stays: it records real sightings only, which is
+        # what ``_fifo_off`` falls back on if the order turns out not FIFO
+        # (an inferred one kept there would hold the job late after that).
         t.earliest = earliest
         self._push(t, due)
         return True
+
+    def _date_starts(self, dated: list[tuple[Tracked, float]]) -> None:
+        """Apply the last queued sighting of each job whose start a sighting just confirmed.
+
+        Such a job was queued at ``seen_at`` (it or an older job was seen
+        queued then), so it cannot finish before ``seen_at`` plus the model's
+        minimum: its checks move later (never earlier). Each move is a skip
+        the queue-order monitor audits like any other.
+        """
+        for t, seen_at in dated:
+            if t.checking or t.last_state is not JobState.QUEUED or seen_at <= t.last_not_done:
+                continue  # checked since, or under way: its own answer dates it
+            if self._cohorts.is_parked(t):
+                continue
+            minimum = self.latency(t.model_id).minimum()
+            if minimum is None:
+                continue
+            earliest = seen_at + minimum
+            if t.earliest is not None and earliest <= t.earliest:
+                continue
+            due = self._plan(t, seen_at, earliest)
+            if due <= t.due or not self.monitor(t.model_id).allow_skip():
+                continue
+            # (``last_not_done`` stays: it records real sightings only, which
+            # is what a model found out of order falls back on.)
+            t.earliest = earliest
+            self._due.push(t, due)  # later, never the new head: no poke needed
 
     def _frontier(self, model_id: str) -> QueueFrontier:
         frontier = self._frontiers.get(model_id)
@@ -297,9 +340,12 @@ class PollScheduler:
             if due is None:
                 continue
             for t in picked:
-                if t.checking or self._cohorts.is_parked(t) or t.due <= now + interval:
-                    continue  # checked soon anyway
-                self._due.push(t, now)
+                if self._cohorts.is_parked(t) or t.failures:
+                    continue  # probe rounds check it, or it backs off (a Retry-After)
+                if not t.checking and t.due > now + interval:
+                    # (a check under way, or due within the interval anyway,
+                    # answers the search as well, for no extra request)
+                    self._due.push(t, now)
             next_due = due if next_due is None else min(next_due, due)
         return next_due
 
@@ -450,6 +496,7 @@ class PollScheduler:
                     t.request_id, include_cost=self._include_cost, ticket=ticket
                 )
                 self._on_result(t, result, sent)
+            self._server_answered()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never let one check stop the scheduler
@@ -512,10 +559,14 @@ class PollScheduler:
             earliest = t.submitted + minimum
             if t.last_state is JobState.QUEUED and t.last_not_done > t.submitted:
                 earliest = max(earliest, t.last_not_done + minimum)
+            held = t.earliest is not None and earliest < t.earliest and earliest <= now
             t.earliest = earliest
             if t.checking:
                 continue  # its answer schedules it
-            due = self._plan(t, max(now, t.last_not_done), earliest)
+            # Held by the inference past what its own sightings allow, it may
+            # have finished any time since: check it now (a request each,
+            # once; waiting another tenth of its age would be lag).
+            due = now if held else self._plan(t, max(now, t.last_not_done), earliest)
             if due < t.due:
                 self._push(t, due)
 
@@ -535,6 +586,8 @@ class PollScheduler:
             frontier = None
         if frontier is not None and state is JobState.QUEUED:
             frontier.note_queued(now)
+        if frontier is not None and frontier.probing(t):
+            self._poke()  # the answer picks the search's next probe: run the frontiers now
         minimum = self.latency(t.model_id).minimum()
         if minimum is None:
             # Still nothing known of this model: back to the parking lot.
@@ -548,7 +601,7 @@ class PollScheduler:
             if frontier is not None:
                 frontier.seen_queued(t, now)
         elif state is JobState.RUNNING and frontier is not None:
-            frontier.seen_started(t)
+            self._date_starts(frontier.seen_started(t))
         self._push(t, self._plan(t, now, t.earliest))
 
     def _observe(self, t: Tracked, result: Result, now: float) -> None:
@@ -578,38 +631,141 @@ class PollScheduler:
                 earliest = max(earliest, t.last_not_done + minimum)
             if t.earliest is None or earliest < t.earliest:
                 t.earliest = earliest
-                due = self._plan(t, max(now, t.last_not_done), earliest)
+                # The check the lower minimum would have planned after the
+                # job's last sighting; if that is past, the job may have
+                # finished since: check it now (planning from now would add
+                # a tenth of its age on top of the time already lost).
+                due = max(now, self._plan(t, t.last_not_done, earliest))
                 if due < t.due:
                     self._push(t, due)
 
     def _on_check_error(self, t: Tracked, exc: Exception) -> None:
         decision, retry_after = classify_check(exc)
+        now = self._clock()
+        minimum = self.latency(t.model_id).minimum()
+        age = now - t.submitted
         if decision is CheckDecision.NOT_FOUND:
             assert isinstance(exc, NotFoundError)
+            self._server_answered()  # a 404 is an answer: the server is up
             t.not_found += 1
             if t.not_found >= self.policy.not_found_confirmations:
                 self._finish(t, exc)
                 return
             logger.info("request %s not found; confirming", t.request_id)
-            self._push(t, self._clock() + self.policy.backoff(t.not_found))
+            self._retry_later(t, self.policy.backoff(t.not_found, age=age, minimum=minimum))
             return
         if decision is CheckDecision.FEW_MORE:
             # 4xx other than 404/429: retrying rarely helps; give it a few tries.
+            self._server_answered()
             t.failures = max(t.failures, self.policy.max_check_failures - 3)
+        else:
+            self._server_failed(exc)
         self.check_failures += 1
-        t.failures += 1
+        down = self._server_down
+        others_wait = len(self._cooling) - (t.request_id in self._cooling) > 0
+        canary = (
+            down
+            and decision is CheckDecision.BACKOFF
+            and others_wait
+            and (
+                self._canary is None
+                or self._canary == t.request_id
+                or self._canary not in self._cooling
+            )
+        )
+        if canary:
+            # Someone must notice the server is back: this job keeps its
+            # regular pace for all the jobs backing off. Its failures are the
+            # server's, not its own: they do not bring it nearer to giving up
+            # (the others' do, at their slower pace; once it is alone, its own too).
+            self._canary = t.request_id
+            down = False
+        else:
+            t.failures += 1
         if t.failures >= self.policy.max_check_failures:
             logger.warning(
                 "giving up on request %s after %d failed checks: %r", t.request_id, t.failures, exc
             )
             self._finish(t, exc)
             return
-        delay = self.policy.backoff(t.failures)
+        failures = max(t.failures, 1)
+        delay = self.policy.backoff(failures, age=age, minimum=minimum, server_down=down)
         if retry_after is not None:
             # Honour the server, within the one cap (scaled with the policy's time).
             delay = max(delay, cap_retry_after(retry_after, self._retry_after_cap) or 0.0)
-        logger.debug("check of %s failed (%r); again in %.2fs", t.request_id, exc, delay)
-        self._push(t, self._clock() + delay)
+        logger.debug("check of %s failed (%r); again in %.3gs", t.request_id, exc, delay)
+        self._retry_later(t, delay)
+
+    def _retry_later(self, t: Tracked, delay: float) -> None:
+        """Check ``t`` again ``delay`` from now, in its old place in line.
+
+        Until then it is off the due queue (a timer holds it); then it goes
+        back with the due time of the check that failed, which is past: under
+        a tight budget, a retry does not queue behind every job that came due
+        while it waited, so a failure costs the job its backoff and no more.
+        Anything that reschedules ``t`` meanwhile (a probe round, a cancel)
+        wins over the timer.
+        """
+        rank = t.due
+        self._due.drop(t)
+        old = self._cooling.pop(t.request_id, None)
+        if old is not None:
+            old[0].cancel()
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(max(delay, 0.0), self._cooled, t, t.seq)
+        self._cooling[t.request_id] = (handle, self._clock() + delay, rank, t.seq)
+
+    def _cooled(self, t: Tracked, seq: int) -> None:
+        entry = self._cooling.pop(t.request_id, None)
+        if entry is None or self._closed or t.done or t.checking or t.seq != seq:
+            return  # finished, closed, or rescheduled by something else meanwhile
+        self._push(t, min(entry[2], self._clock()))
+
+    def _stop_cooling(self) -> None:
+        for handle, *_ in self._cooling.values():
+            handle.cancel()
+        self._cooling.clear()
+
+    def _server_failed(self, exc: Exception) -> None:
+        """A check failed in a way that says the server may be down (5xx, 429, no answer)."""
+        self._fail_streak += 1
+        if not self._server_down and self._fail_streak >= self.policy.outage_after:
+            self._server_down = True
+            logger.info(
+                "the server failed %d checks in a row (last: %r); backing off every job "
+                "until it answers again",
+                self._fail_streak,
+                exc,
+            )
+
+    def _server_answered(self) -> None:
+        """A check got an answer: if the server looked down, bring its backed-off jobs forward.
+
+        While it looked down, backoffs doubled past the regular check
+        interval to spare it; now each job waits no longer than its first
+        backoff (a share of its interval) from now, so the jobs that finished
+        meanwhile are noticed about within the lag bound of the recovery.
+        """
+        self._fail_streak = 0
+        if not self._server_down:
+            return
+        self._server_down = False
+        self._canary = None
+        now = self._clock()
+        moved = 0
+        for rid, (handle, ready, rank, seq) in list(self._cooling.items()):
+            t = self._jobs.get(rid)
+            if t is None or t.seq != seq:
+                continue
+            minimum = self.latency(t.model_id).minimum()
+            soon = now + self.policy.backoff(1, age=now - t.submitted, minimum=minimum)
+            if soon < ready:
+                handle.cancel()
+                loop = asyncio.get_running_loop()
+                new = loop.call_later(soon - now, self._cooled, t, seq)
+                self._cooling[rid] = (new, soon, rank, seq)
+                moved += 1
+        logger.info("the server answers again; %d backed-off checks brought forward", moved)
 
     @property
     def _retry_after_cap(self) -> float:
@@ -621,10 +777,13 @@ class PollScheduler:
         t.outcome = outcome
         t.detected_at = self._clock()
         self._jobs.pop(t.request_id, None)
+        cooling = self._cooling.pop(t.request_id, None)
+        if cooling is not None:
+            cooling[0].cancel()
         self._cohorts.leave(t)
         frontier = self._frontiers.get(t.model_id)
         if frontier is not None:
-            frontier.forget(t)
+            self._date_starts(frontier.forget(t))
         if not t.waiter.done():
             t.waiter.set_result(None)
         if isinstance(outcome, Result):
