@@ -119,14 +119,26 @@ async def test_demand_grows_the_shared_rate_by_slow_start_until_a_429(redis_url:
         assert await a.rate() == 500.0  # the ceiling
 
 
-async def test_after_a_429_demand_grows_the_shared_rate_additively(redis_url: str) -> None:
+async def test_by_default_the_shared_rate_never_grows_past_the_configured_one(
+    redis_url: str,
+) -> None:
     key = _key()
     async with RedisLimits(redis_url, key=key, requests_per_second=10) as a:
-        assert a.max_requests_per_second == 2000.0  # the in-memory default
+        assert a.max_requests_per_second == 10.0  # the account's limit, as told
+        for _ in range(200):
+            await a.on_success(waiting=True)
+    async with RedisLimits(redis_url, key=key, requests_per_second=10) as a:
+        assert await a.rate() == 10.0
+
+
+async def test_after_a_429_demand_grows_the_shared_rate_additively(redis_url: str) -> None:
+    key = _key()
+    opts: dict[str, Any] = {"key": key, "requests_per_second": 10, "max_requests_per_second": 2000}
+    async with RedisLimits(redis_url, **opts) as a:
         await a.on_rate_limited(0.0)  # 10 -> 5; slow start is over
         for _ in range(1000):
             await a.on_success(waiting=True)
-    async with RedisLimits(redis_url, key=key, requests_per_second=10) as a:
+    async with RedisLimits(redis_url, **opts) as a:
         rate = await a.rate()
     # Won back to 9 (2% an answer), slowly past the 10 that drew the 429 (0.1%
     # an answer up to 11), then +2.5/s a second of demand (2.5 / rate an
