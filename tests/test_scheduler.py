@@ -537,11 +537,18 @@ def test_a_frontier_round_searches_for_the_oldest_queued_job_one_probe_at_a_time
         picked, due = frontier.round(0.0, 10.0, 3)
         assert picked == [] and due == 10.0  # the first round is one interval out
         frontier.note_queued(9.0)
-        # Round 1: no boundary known yet, start from the oldest job of unknown start.
+        # Round 1 opens with an audit: the youngest job, probed before any older
+        # one (on a queue that is not FIFO it runs while older ones still queue).
         picked, due = frontier.round(10.0, 10.0, 3)
-        assert picked == [jobs[0]] and due == 20.0
-        # One probe in flight at a time: nothing more until it is answered.
+        assert picked == [jobs[19]] and due == 20.0
+        # One probe in flight at a time: nothing more until it is answered
+        # (or for an interval after it went out).
         assert frontier.round(10.5, 10.0, 3) == ([], 20.0)
+        # Its answer pops nothing: the older probes that follow must see the truth.
+        assert frontier.seen_started(jobs[19]) == []
+        # Then the search: no boundary known yet, the oldest job of unknown start.
+        picked, _ = frontier.round(10.0, 10.0, 3)
+        assert picked == [jobs[0]]
         assert frontier.probing(jobs[0])
         # Started: every older job has too; jump on by the step (1 job a round so far).
         assert frontier.seen_started(jobs[0]) == []

@@ -277,7 +277,7 @@ class PollScheduler:
         if t.due > now:
             return False
         seen_at = frontier.queued_at(t)
-        if seen_at is None or seen_at <= t.last_not_done:
+        if seen_at is None or seen_at <= t.queued_until:
             return False
         minimum = self.latency(t.model_id).minimum()
         if minimum is None:
@@ -289,6 +289,7 @@ class PollScheduler:
         # ``last_not_done`` stays: it records real sightings only, which is
         # what ``_fifo_off`` falls back on if the order turns out not FIFO
         # (an inferred one kept there would hold the job late after that).
+        t.queued_until = seen_at
         t.earliest = earliest
         self._push(t, due)
         return True
@@ -302,8 +303,8 @@ class PollScheduler:
         the queue-order monitor audits like any other.
         """
         for t, seen_at in dated:
-            if t.checking or t.last_state is not JobState.QUEUED or seen_at <= t.last_not_done:
-                continue  # checked since, or under way: its own answer dates it
+            if t.checking or t.last_state is not JobState.QUEUED or seen_at <= t.queued_until:
+                continue  # known since, or under way: its own answer dates it
             if self._cohorts.is_parked(t):
                 continue
             minimum = self.latency(t.model_id).minimum()
@@ -317,6 +318,7 @@ class PollScheduler:
                 continue
             # (``last_not_done`` stays: it records real sightings only, which
             # is what a model found out of order falls back on.)
+            t.queued_until = seen_at
             t.earliest = earliest
             self._due.push(t, due)  # later, never the new head: no poke needed
 
@@ -557,6 +559,8 @@ class PollScheduler:
             if t.done or self._cohorts.is_parked(t) or minimum is None:
                 continue
             earliest = t.submitted + minimum
+            # Back to what its own sightings say.
+            t.queued_until = t.last_not_done if t.last_state is JobState.QUEUED else t.submitted
             if t.last_state is JobState.QUEUED and t.last_not_done > t.submitted:
                 earliest = max(earliest, t.last_not_done + minimum)
             held = t.earliest is not None and earliest < t.earliest and earliest <= now
@@ -597,6 +601,7 @@ class PollScheduler:
             t.earliest = t.submitted + minimum
         if state is JobState.QUEUED:
             # Not started yet: it cannot finish before a full run from now.
+            t.queued_until = max(t.queued_until, now)
             t.earliest = max(t.earliest, now + minimum)
             if frontier is not None:
                 frontier.seen_queued(t, now)
@@ -626,9 +631,10 @@ class PollScheduler:
         for t in self._jobs.values():
             if t.model_id != model_id or t.done or t.checking or self._cohorts.is_parked(t):
                 continue
-            earliest = t.submitted + minimum
-            if t.last_state is JobState.QUEUED:
-                earliest = max(earliest, t.last_not_done + minimum)
+            # Queued until then (seen, or inferred from FIFO order: forgetting
+            # that dating would re-check every dated job at once), so it
+            # cannot finish before a full run from then, whatever it does now.
+            earliest = t.queued_until + minimum
             if t.earliest is None or earliest < t.earliest:
                 t.earliest = earliest
                 # The check the lower minimum would have planned after the

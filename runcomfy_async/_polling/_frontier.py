@@ -37,12 +37,22 @@ __all__ = ["QueueFrontier"]
 #: the most intervals between two rounds of a queue that barely moves.
 MIN_STEP = 0.1
 MAX_SPACING = 4.0
+#: Every this many rounds, the round starts with an *audit*: a younger job
+#: probed before the search's older ones. On a queue that is not FIFO it is
+#: often running while an older job is still queued, which the search (sent
+#: after it) then sees: a certain contradiction (``_queue_inference.py``).
+#: The search alone only probes at the boundary, where a random or LIFO
+#: queue looks FIFO for minutes while its marks hold younger jobs late.
+AUDIT_ROUNDS = 4
+GOLDEN = 0.6180339887498949  # successive multiples mod 1 spread evenly (Weyl)
 
 
 class QueueFrontier:
     """One model's FIFO bookkeeping: marks of queued sightings, jobs of unknown start."""
 
     __slots__ = (
+        "_audit",
+        "_audits",
         "_boundary",
         "_hi",
         "_idle_rounds",
@@ -84,6 +94,8 @@ class QueueFrontier:
         # how many jobs it moves in a round (a running average, at least 1).
         self._boundary: int | None = None
         self._step = 1.0
+        self._audit = False  # the probe in flight is an audit
+        self._audits = 0  # active rounds run (every AUDIT_ROUNDS-th opens with an audit)
 
     def __repr__(self) -> str:
         return f"<QueueFrontier unknown={len(self._unknown)} marks={len(self._marks)}>"
@@ -118,6 +130,7 @@ class QueueFrontier:
             self._hi = order
         if self._probe is t:
             self._probe = None
+            self._audit = False
         # A queue exists: the next round comes within an interval, even where a
         # quiet spell's backoff had put it later (else rounds never turn active).
         if self._quiet and self._interval is not None and self._next_round is not None:
@@ -142,6 +155,13 @@ class QueueFrontier:
             return []
         if self._probe is t:
             self._probe = None
+            if self._audit:
+                # An audit's answer must not pop the older jobs: the search's
+                # next probe (an older job, sent after this answer) is what
+                # exposes a queue that is not FIFO. Under FIFO this only
+                # leaves an inference for the next started sighting.
+                self._audit = False
+                return []
         unknown = self._unknown
         dated: list[tuple[Tracked, float]] = []
         while unknown and (unknown[0].done or unknown[0].fifo_order <= order):
@@ -214,6 +234,23 @@ class QueueFrontier:
         self._probes_left -= 1
         return unknown[index]
 
+    def _audit_pick(self) -> Tracked | None:
+        """A younger job of unknown start to probe first (None: too few to audit).
+
+        The youngest on every other audit (a LIFO queue starts it first),
+        else one spread over the deque by the golden ratio (a random queue
+        starts any of them), never the oldest (the search's own first pick).
+        """
+        unknown = self._unknown
+        n = len(unknown)
+        if n < 2:
+            return None
+        k = self._audits // AUDIT_ROUNDS
+        spread = 1 + int((k * GOLDEN % 1.0) * (n - 1))
+        index = n - 1 if k % 2 == 0 else spread
+        self._audit = True
+        return unknown[min(index, n - 1)]
+
     def _start_round(self, probes: int) -> None:
         """Close the last round's search (learn the boundary's step) and open a new one."""
         if self._hi is not None:
@@ -224,6 +261,7 @@ class QueueFrontier:
         self._hi = None
         self._target = None
         self._probe = None
+        self._audit = False
         self._probes_left = probes
 
     def round(self, now: float, interval: float, probes: int) -> tuple[list[Tracked], float | None]:
@@ -249,6 +287,7 @@ class QueueFrontier:
         if self._probe is not None:
             if self._probe.done or now - self._probe_sent >= interval:
                 self._probe = None  # finished, or its check failed: the search goes on
+                self._audit = False
             else:
                 # Wait for its answer (which pokes the scheduler), or give it
                 # up an interval after it went out: never a due time already
@@ -266,7 +305,10 @@ class QueueFrontier:
                 self._next_round = now + interval * spacing
                 self._quiet = False
                 self._start_round(probes)
-                picked = self._next_probe()
+                picked = self._audit_pick() if self._audits % AUDIT_ROUNDS == 0 else None
+                self._audits += 1
+                if picked is None:
+                    picked = self._next_probe()
             else:
                 self._next_round = now + 10 * interval * 2 ** min(self._idle_rounds, 3)
                 self._idle_rounds += 1

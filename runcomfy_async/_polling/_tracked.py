@@ -85,6 +85,7 @@ class Tracked:
         "on_done",
         "outcome",
         "queue_position",
+        "queued_until",
         "request_id",
         "seq",
         "submitted",
@@ -101,6 +102,10 @@ class Tracked:
         self.last_state = JobState.QUEUED
         self.queue_position: int | None = None
         self.last_not_done = submitted
+        # The latest time the job is known to have been queued: seen so, or
+        # inferred from its model's FIFO order (the dispatcher's; ``_fifo_off``
+        # puts it back to real sightings when that order is disproved).
+        self.queued_until = submitted
         self.failures = 0
         self.not_found = 0
         self.checking = False
