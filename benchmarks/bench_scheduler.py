@@ -56,6 +56,7 @@ import aiohttp
 import anyio
 
 from runcomfy_async import PollPolicy, RunComfyClient
+from runcomfy_async._limits import DEFAULT_MAX_RATE
 
 HERE = Path(__file__).resolve().parent
 KLING = "kling/kling-3.0/standard/image-to-video"
@@ -266,10 +267,11 @@ def client_options(spec: dict[str, Any]) -> dict[str, Any]:
     client is not told the server's time scale)."""
     options: dict[str, Any] = {"max_in_flight": spec["conc"]}
     if spec.get("rate", "default") == "scaled":
-        # The default budget on the server's clock: 20/s and its 200/s ceiling
-        # become 20/ts and 200/ts (a time-scaled run is that much denser).
+        # The default budget on the server's clock: 20/s and its ceiling
+        # (DEFAULT_MAX_RATE, 2000/s) become 20/ts and 2000/ts (a time-scaled
+        # run is that much denser).
         options["requests_per_second"] = 20.0 / spec["ts"]
-        options["max_requests_per_second"] = 200.0 / spec["ts"]
+        options["max_requests_per_second"] = DEFAULT_MAX_RATE / spec["ts"]
     elif spec.get("rate", "default") != "default":
         options["requests_per_second"] = spec["rate"]
     policy_ts = spec.get("policy_ts", spec["ts"])
