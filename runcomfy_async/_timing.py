@@ -100,8 +100,9 @@ class PollPolicy:
       submit order (it reports a ``queue_position``), so a job cannot have
       started while an older job of its model was still queued; one check of
       the oldest queued job then stands for every younger one, and while jobs
-      queue, ``frontier_probes`` checks a round near the start frontier date
-      every job's start (see ``_polling/_frontier.py``). The scheduler
+      queue, a search of up to ``frontier_probes`` checks a round, rounds
+      ``frontier_share`` of the minimum apart, dates every job's start (see
+      ``_polling/_frontier.py``). The scheduler
       verifies the order as it goes and turns the inference off for a model
       whose queue breaks it (``_queue_inference.py``).
     - ``fetch_queue_positions``: check queued jobs on the status route, which
@@ -159,7 +160,8 @@ class PollPolicy:
     not_found_confirmations: int = attrs.field(default=2, validator=attrs.validators.ge(1))
     assume_fifo_queue: bool = True
     fetch_queue_positions: bool = False
-    frontier_probes: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    frontier_probes: int = attrs.field(default=2, validator=attrs.validators.ge(1))
+    frontier_share: float = attrs.field(default=0.05, validator=attrs.validators.gt(0))
     time_scale: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     server_floor: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
     min_interval_share: float = attrs.field(default=0.02, validator=attrs.validators.ge(0))
@@ -265,8 +267,16 @@ class PollPolicy:
         return min(full, waiting)
 
     def frontier_interval(self, minimum: float) -> float:
-        """Time between two queue-frontier probe rounds of a model whose minimum is ``minimum``."""
-        return max(self.lag_fraction * minimum, self.interval_floor(minimum))
+        """Time between two queue-frontier probe rounds of a model whose minimum is ``minimum``.
+
+        ``frontier_share`` of it: a round dates the starts of the jobs that
+        start before the next, each to within about a round, and a job's
+        first checks are spaced ``lag_fraction`` of its age (more than the
+        minimum), so rounds at half that spacing leave about half a check of
+        start uncertainty a job, for about 2 probes a round (scenario 1 in
+        virtual time: 0.1 of the minimum with 3 probes 9.0-9.25 requests a
+        job, 0.05 with 2 probes 8.84-9.06)."""
+        return max(self.frontier_share * minimum, self.interval_floor(minimum))
 
     def latency_model(self, model_id: str) -> ModelLatency:
         """A fresh :class:`ModelLatency` for ``model_id``: its prior (scaled) and this

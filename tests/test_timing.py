@@ -217,8 +217,9 @@ def test_probe_count_ramps_up_for_an_unknown_model() -> None:
 
 def test_frontier_interval_scales_with_the_minimum() -> None:
     policy = PollPolicy()
-    assert policy.frontier_interval(60.0) == pytest.approx(6.0)
-    assert policy.frontier_interval(0.1) == pytest.approx(0.05)
+    assert policy.frontier_interval(60.0) == pytest.approx(3.0)  # frontier_share 0.05
+    assert policy.frontier_interval(0.1) == pytest.approx(0.05)  # the server floor
+    assert PollPolicy(frontier_share=0.1).frontier_interval(60.0) == pytest.approx(6.0)
 
 
 def test_new_fields_reject_nonsense() -> None:
