@@ -232,7 +232,7 @@ def test_jobs_queued_behind_the_cap_are_dated_by_the_frontier_search() -> None:
     # from its submit, a job pays ~2 checks before it could be done; the
     # frontier's boundary search dates each start within about a round, and
     # a job confirmed started (by a younger job's sighting) before its first
-    # check keeps that dating. Measured: 8.85 requests a job; 10.28 without
+    # check keeps that dating. Measured: 8.85 requests a job; 10.10 without
     # keeping the dating, 10.5 before the search.
     api, tracked = _capped_run(KLING, n=1000, cap=250, workers=200)
     assert all(isinstance(t.outcome, Result) for t in tracked)
