@@ -282,9 +282,13 @@ class PollScheduler:
         minimum = self.latency(t.model_id).minimum()
         if minimum is None:
             return False
-        earliest = max(t.earliest or 0.0, seen_at + minimum)
+        return self._hold_queued(t, seen_at, max(t.earliest or 0.0, seen_at + minimum), now)
+
+    def _hold_queued(self, t: Tracked, seen_at: float, earliest: float, after: float) -> bool:
+        """``t`` was (inferred) queued at ``seen_at``: check it from ``earliest`` on,
+        if that plan comes after ``after`` and the queue-order monitor allows the skip."""
         due = self._plan(t, seen_at, earliest)
-        if due <= now or not self.monitor(t.model_id).allow_skip():
+        if due <= after or not self.monitor(t.model_id).allow_skip():
             return False
         # ``last_not_done`` stays: it records real sightings only, which is
         # what ``_fifo_off`` falls back on if the order turns out not FIFO
@@ -311,16 +315,8 @@ class PollScheduler:
             if minimum is None:
                 continue
             earliest = seen_at + minimum
-            if t.earliest is not None and earliest <= t.earliest:
-                continue
-            due = self._plan(t, seen_at, earliest)
-            if due <= t.due or not self.monitor(t.model_id).allow_skip():
-                continue
-            # (``last_not_done`` stays: it records real sightings only, which
-            # is what a model found out of order falls back on.)
-            t.queued_until = seen_at
-            t.earliest = earliest
-            self._due.push(t, due)  # later, never the new head: no poke needed
+            if t.earliest is None or earliest > t.earliest:
+                self._hold_queued(t, seen_at, earliest, t.due)  # only ever later
 
     def _frontier(self, model_id: str) -> QueueFrontier:
         frontier = self._frontiers.get(model_id)
